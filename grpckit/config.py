@@ -1,0 +1,93 @@
+"""Server settings: environment variables first, command-line flags over them.
+
+Containers are configured through the environment, people at a shell through flags; each
+setting has both, and `--help` shows the variable and the default next to every flag.
+"""
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    # None only when plaintext was asked for explicitly.
+    tls: TlsFiles | None
+    grace_seconds: float
+    log_level: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ConfigParser:
+    """An argparse parser whose defaults come from the environment."""
+
+    def __init__(self, service: str, default_port: int, description: str) -> None:
+        self.parser = argparse.ArgumentParser(
+            prog=f"python -m {service}",
+            description=description,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        self.add("--host", "HOST", "0.0.0.0", "address to listen on", str)  # noqa: S104
+        self.add("--port", "PORT", default_port, "port to listen on; 0 picks a free one", int)
+        self.add("--tls-cert", "TLS_CERT", Path(f"certs/{service}.crt"), "server certificate", Path)
+        self.add("--tls-key", "TLS_KEY", Path(f"certs/{service}.key"), "server private key", Path)
+        self.add("--tls-ca", "TLS_CA", Path("certs/ca.crt"), "CA that client certs chain to", Path)
+        self.add(
+            "--insecure",
+            "INSECURE",
+            False,
+            "DEVELOPMENT ONLY: plaintext, no TLS and no client certificates",
+            parse_bool,
+        )
+        self.add(
+            "--grace", "SHUTDOWN_GRACE", 10.0, "seconds in-flight calls get on shutdown", float
+        )
+        self.add("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", str)
+
+    def add(self, flag: str, env: str, default: T, help: str, type: Callable[[str], T]) -> None:
+        raw = os.environ.get(env)
+        value = default if raw is None else type(raw)
+        # A boolean flag given alone (`--insecure`) means true.
+        if type is parse_bool:
+            self.parser.add_argument(
+                flag, type=type, default=value, help=f"{help} [env {env}]", nargs="?", const=True
+            )
+        else:
+            self.parser.add_argument(
+                flag, type=type, default=value, help=f"{help} [env {env}]", metavar=env
+            )
+
+    def parse(self, argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
+        args = self.parser.parse_args(argv)
+        tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        server = ServerConfig(args.host, args.port, tls, args.grace, args.log_level)
+        return server, args

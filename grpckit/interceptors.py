@@ -1,0 +1,121 @@
+"""One structured log line per call: method, peer, status code and duration."""
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+from grpc.aio import ServicerContext
+
+log = logging.getLogger("grpckit.access")
+
+Behaviour = Callable[..., Any]
+
+
+def _client_name(context: ServicerContext[Any, Any]) -> str | None:
+    names = list(context.auth_context().get("x509_common_name", ()))
+    return names[0].decode() if names else None
+
+
+def _final_code(context: ServicerContext[Any, Any], error: BaseException | None) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    # Typed as always a code, but None until the handler sets or aborts with one.
+    code: grpc.StatusCode | None = context.code()
+    if code is not None:
+        return code
+    # An exception that was not an abort reaches the client as UNKNOWN.
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+
+
+class _Call:
+    def __init__(self, method: str, context: ServicerContext[Any, Any]) -> None:
+        self.method = method
+        self.context = context
+        self.start = time.perf_counter()
+
+    def done(self, error: BaseException | None) -> None:
+        code = _final_code(self.context, error)
+        level = logging.ERROR if code is grpc.StatusCode.UNKNOWN else logging.INFO
+        log.log(
+            level,
+            "call",
+            extra={
+                "method": self.method,
+                "peer": self.context.peer(),
+                "client": _client_name(self.context),
+                "code": code.name,
+                "duration_ms": round((time.perf_counter() - self.start) * 1000, 3),
+            },
+            exc_info=error if level == logging.ERROR else None,
+        )
+
+
+def _wrap_unary(method: str, behaviour: Behaviour) -> Behaviour:
+    async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> Any:
+        call = _Call(method, context)
+        try:
+            response = await behaviour(request, context)
+        except BaseException as error:
+            call.done(error)
+            raise
+        call.done(None)
+        return response
+
+    return wrapper
+
+
+def _wrap_stream(method: str, behaviour: Behaviour) -> Behaviour:
+    if not inspect.isasyncgenfunction(behaviour):
+        # Writes through context.write(): it is awaited like a unary behaviour.
+        return _wrap_unary(method, behaviour)
+
+    async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        call = _Call(method, context)
+        try:
+            async for response in behaviour(request, context):
+                yield response
+        except BaseException as error:
+            call.done(error)
+            raise
+        call.done(None)
+
+    return wrapper
+
+
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+class AccessLogInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        # None when no service has the method: gRPC answers UNIMPLEMENTED itself.
+        handler: Handler | None = await continuation(handler_call_details)
+        if handler is None:
+            return cast(Handler, None)
+        method = handler_call_details.method
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary), **kwargs
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream), **kwargs
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(method, handler.stream_unary), **kwargs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(method, cast(Behaviour, handler.stream_stream)), **kwargs
+        )

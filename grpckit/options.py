@@ -1,0 +1,61 @@
+"""Channel and server options shared by both ends of every connection.
+
+gRPC's default message limit is 4 MiB, which a single raw 1080p frame (6.2 MB) already
+exceeds. Both ends must raise it: the sender's send limit and the receiver's receive
+limit. Requests stay small, so servers keep gRPC's 4 MiB default for what they receive
+and a client that sends more gets RESOURCE_EXHAUSTED before any handler runs.
+"""
+
+import json
+from typing import Final
+
+MiB: Final = 1024 * 1024
+# Fits one raw 4K BGR frame (3840 x 2160 x 3 = 24.9 MB) with room to spare.
+MAX_RESPONSE_BYTES: Final = 32 * MiB
+MAX_REQUEST_BYTES: Final = 4 * MiB
+
+ChannelOptions = list[tuple[str, int | str]]
+
+# Keepalive keeps idle video streams alive through NATs and notices dead peers. A client
+# pings no more often than the server permits, or the server answers GOAWAY too_many_pings.
+SERVER_OPTIONS: Final[ChannelOptions] = [
+    ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A reconnecting client must re-resolve DNS now and then to find new replicas.
+    ("grpc.max_connection_age_ms", 10 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+]
+
+# Retry only UNAVAILABLE (the call never reached a handler, or the server is restarting)
+# and wait for the channel to be ready instead of failing fast while a server restarts.
+SERVICE_CONFIG: Final = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "waitForReady": True,
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+CHANNEL_OPTIONS: Final[ChannelOptions] = [
+    ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", SERVICE_CONFIG),
+]

@@ -1,0 +1,105 @@
+"""A grpc.aio server with what every service needs, and its lifecycle.
+
+Health: NOT_SERVING from the start until the service says its data is loaded, and again
+as soon as shutdown begins, so load balancers and compose stop sending work first.
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from grpckit.config import ServerConfig
+from grpckit.interceptors import AccessLogInterceptor
+from grpckit.options import SERVER_OPTIONS
+from grpckit.tls import server_credentials
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class Service:
+    """A servicer to host: its full proto name and the generated `add_..._to_server`."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+class Server:
+    def __init__(self, config: ServerConfig, services: Sequence[Service]) -> None:
+        self.config = config
+        # The asyncio servicer postdates grpc-stubs, hence the ignore.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        # Set once shutdown starts: long streams watch it to end cleanly, not be cut off.
+        self.stopping = asyncio.Event()
+        self._names = [s.name for s in services]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server = grpc.aio.server(
+            interceptors=[AccessLogInterceptor()], options=SERVER_OPTIONS
+        )
+        for service in services:
+            service.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        if config.tls is None:
+            log.warning("serving PLAINTEXT: no TLS, no client certificates (--insecure)")
+            self.port = self._server.add_insecure_port(config.address)
+        else:
+            self.port = self._server.add_secure_port(config.address, server_credentials(config.tls))
+
+    async def start(self) -> int:
+        """Start accepting calls, NOT_SERVING until `set_serving`; returns the bound port."""
+        for name in ("", *self._names):
+            await self.health.set(name, NOT_SERVING)
+        await self._server.start()
+        log.info(
+            "listening",
+            extra={"port": self.port, "services": self._names, "tls": self.config.tls is not None},
+        )
+        return self.port
+
+    async def set_serving(self) -> None:
+        for name in ("", *self._names):
+            await self.health.set(name, SERVING)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a background task for as long as the server runs."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, then refuse new calls and give in-flight ones `grace` seconds."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        await self.health.enter_graceful_shutdown()
+        grace = self.config.grace_seconds if grace is None else grace
+        log.info("shutting down", extra={"grace_seconds": grace})
+        await self._server.stop(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def run_until_signal(server: Server) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received")
+    await server.stop()
+    log.info("stopped")
