@@ -31,3 +31,36 @@ api/.built: $(PROTOS) $(BIN)/.installed
 
 .PHONY: proto
 proto: api/.built ## generate the gRPC code into api/
+
+# Keys are group-readable (never world-readable) so that the containers, which run as a
+# non-root user with the key files' group added (see docker-compose.yml), can read them.
+.PHONY: certs
+certs: ## the development CA, server and client certificates (certs/); keeps what is valid
+	@certs/gen-certs.sh certs --key-mode 0640
+
+videos/demo.mp4: $(BIN)/.installed soccer/demo_video.py
+	$(BIN)/python -m soccer.demo_video --out $@
+
+.PHONY: video
+video: videos/demo.mp4 ## the synthetic demo match (videos/demo.mp4)
+
+.PHONY: lint
+lint: proto ## ruff and strict mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: unit
+unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
+	$(BIN)/pytest
+
+.PHONY: test
+test: lint unit ## everything CI runs
+
+.PHONY: run-cheese run-movie run-soccer
+run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on the host (mutual TLS)
+	$(BIN)/python -m $*
+
+.PHONY: clean
+clean: ## remove generated code, the virtualenv and caches (keeps certs and videos)
+	rm -rf api $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

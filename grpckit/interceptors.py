@@ -5,7 +5,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc.aio import ServicerContext
@@ -32,12 +32,17 @@ def _final_code(context: ServicerContext[Any, Any], error: BaseException | None)
 
 
 class _Call:
-    def __init__(self, method: str, context: ServicerContext[Any, Any]) -> None:
+    def __init__(
+        self, method: str, context: ServicerContext[Any, Any], gauge: "AccessLogInterceptor"
+    ) -> None:
         self.method = method
         self.context = context
+        self.gauge = gauge
         self.start = time.perf_counter()
+        gauge.in_flight += 1
 
     def done(self, error: BaseException | None) -> None:
+        self.gauge.in_flight -= 1
         code = _final_code(self.context, error)
         level = logging.ERROR if code is grpc.StatusCode.UNKNOWN else logging.INFO
         log.log(
@@ -54,9 +59,9 @@ class _Call:
         )
 
 
-def _wrap_unary(method: str, behaviour: Behaviour) -> Behaviour:
+def _wrap_unary(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor") -> Behaviour:
     async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> Any:
-        call = _Call(method, context)
+        call = _Call(method, context, gauge)
         try:
             response = await behaviour(request, context)
         except BaseException as error:
@@ -68,13 +73,13 @@ def _wrap_unary(method: str, behaviour: Behaviour) -> Behaviour:
     return wrapper
 
 
-def _wrap_stream(method: str, behaviour: Behaviour) -> Behaviour:
+def _wrap_stream(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor") -> Behaviour:
     if not inspect.isasyncgenfunction(behaviour):
         # Writes through context.write(): it is awaited like a unary behaviour.
-        return _wrap_unary(method, behaviour)
+        return _wrap_unary(method, behaviour, gauge)
 
     async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        call = _Call(method, context)
+        call = _Call(method, context, gauge)
         try:
             async for response in behaviour(request, context):
                 yield response
@@ -86,10 +91,16 @@ def _wrap_stream(method: str, behaviour: Behaviour) -> Behaviour:
     return wrapper
 
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+# Generic only in grpc-stubs, so the alias must stay a string at run time.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Also counts the calls in flight, which shutdown reports and tests wait on."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
@@ -106,16 +117,16 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary), **kwargs
+                _wrap_unary(method, handler.unary_unary, self), **kwargs
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream), **kwargs
+                _wrap_stream(method, handler.unary_stream, self), **kwargs
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary), **kwargs
+                _wrap_unary(method, handler.stream_unary, self), **kwargs
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, cast(Behaviour, handler.stream_stream)), **kwargs
+            _wrap_stream(method, cast(Behaviour, handler.stream_stream), self), **kwargs
         )

@@ -28,10 +28,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @dataclass(frozen=True)
 class Service:
-    """A servicer to host: its full proto name and the generated `add_..._to_server`."""
+    """A servicer to host: its full proto name and how to add it to a server.
+
+    `register` gets the Server, so a servicer can watch `server.stopping`, and adds itself
+    to `server.grpc` with the generated `add_..._to_server`.
+    """
 
     name: str
-    register: Callable[[grpc.aio.Server], None]
+    register: Callable[["Server"], None]
 
 
 class Server:
@@ -43,26 +47,24 @@ class Server:
         self.stopping = asyncio.Event()
         self._names = [s.name for s in services]
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor()], options=SERVER_OPTIONS
-        )
+        self.grpc = grpc.aio.server(interceptors=[AccessLogInterceptor()], options=SERVER_OPTIONS)
         for service in services:
-            service.register(self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+            service.register(self)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
-            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
         )
         if config.tls is None:
             log.warning("serving PLAINTEXT: no TLS, no client certificates (--insecure)")
-            self.port = self._server.add_insecure_port(config.address)
+            self.port = self.grpc.add_insecure_port(config.address)
         else:
-            self.port = self._server.add_secure_port(config.address, server_credentials(config.tls))
+            self.port = self.grpc.add_secure_port(config.address, server_credentials(config.tls))
 
     async def start(self) -> int:
         """Start accepting calls, NOT_SERVING until `set_serving`; returns the bound port."""
         for name in ("", *self._names):
             await self.health.set(name, NOT_SERVING)
-        await self._server.start()
+        await self.grpc.start()
         log.info(
             "listening",
             extra={"port": self.port, "services": self._names, "tls": self.config.tls is not None},
@@ -87,7 +89,7 @@ class Server:
         await self.health.enter_graceful_shutdown()
         grace = self.config.grace_seconds if grace is None else grace
         log.info("shutting down", extra={"grace_seconds": grace})
-        await self._server.stop(grace)
+        await self.grpc.stop(grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -24,9 +24,13 @@ if engine_ok && compose_ok; then exit 0; fi
 
 # We only know how to provision Debian as root; elsewhere, say what is missing.
 os_id=""
+# shellcheck source=/dev/null
 [[ -r /etc/os-release ]] && os_id=$(. /etc/os-release && echo "${ID:-}")
 if [[ $os_id != debian || $(id -u) -ne 0 ]]; then
   engine_ok || log "missing: a running Docker engine ('docker info' fails)"
+  if [[ -S /var/run/docker.sock && ! -w /var/run/docker.sock ]]; then
+    log "note: /var/run/docker.sock exists but is not writable by you; join the 'docker' group or use sudo"
+  fi
   compose_ok || log "missing: the Compose v2 plugin ('docker compose version' fails)"
   die "install Docker Engine with the Compose plugin (https://docs.docker.com/engine/install/ or Docker Desktop) and start it; this script only provisions Debian as root"
 fi

@@ -1,0 +1,1 @@
+"""The cheese farm: unary Order, after a simulated preparation."""

@@ -1,0 +1,3 @@
+from cheese.server import serve
+
+raise SystemExit(serve())

@@ -1,0 +1,102 @@
+"""CheeseService: an aged cheese of the requested type, after a simulated preparation."""
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc.aio import ServicerContext
+
+from api import cheese_pb2, cheese_pb2_grpc
+from grpckit import logs
+from grpckit.config import ConfigParser, ServerConfig
+from grpckit.server import Server, Service, run_until_signal
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = cheese_pb2.DESCRIPTOR.services_by_name["CheeseService"].full_name
+
+# Plausible ripening times in months, low to high, for each type.
+AGE_MONTHS: dict[int, tuple[int, int]] = {
+    cheese_pb2.EMMENTAL: (4, 18),
+    cheese_pb2.BRIE: (1, 2),
+    cheese_pb2.PECORINO: (5, 12),
+    cheese_pb2.ROQUEFORT: (3, 9),
+    cheese_pb2.CANASTRA: (1, 6),
+}
+
+
+@dataclass(frozen=True)
+class CheeseConfig:
+    server: ServerConfig
+    prep_seconds: float
+
+
+def load_config(argv: Sequence[str] | None = None) -> CheeseConfig:
+    parser = ConfigParser("cheese", 50051, "The cheese farm gRPC server.")
+    parser.add("--prep-seconds", "CHEESE_PREP_SECONDS", 0.1, "simulated preparation time", float)
+    server, args = parser.parse(argv)
+    if args.prep_seconds < 0:
+        parser.parser.error("--prep-seconds must not be negative")
+    return CheeseConfig(server, args.prep_seconds)
+
+
+class CheeseServicer(cheese_pb2_grpc.CheeseServiceServicer):
+    def __init__(self, prep_seconds: float, rng: random.Random | None = None) -> None:
+        self._prep_seconds = prep_seconds
+        self._rng = rng or random.Random()
+
+    async def Order(
+        self,
+        request: cheese_pb2.CheeseRequest,
+        context: ServicerContext[cheese_pb2.CheeseRequest, cheese_pb2.Cheese],
+    ) -> cheese_pb2.Cheese:
+        ages = AGE_MONTHS.get(request.type)
+        if ages is None:
+            known = ", ".join(cheese_pb2.CheeseType.keys())
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown cheese type {request.type}; known: {known}",
+            )
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < self._prep_seconds:
+            # Fail now rather than make the caller wait for an answer it cannot use.
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"preparation takes {self._prep_seconds:.3f}s, "
+                f"the deadline leaves {remaining:.3f}s",
+            )
+        if self._prep_seconds:
+            # A timer, not a thread: cancellation by the caller interrupts it at once.
+            await asyncio.sleep(self._prep_seconds)
+        return cheese_pb2.Cheese(age=self._rng.randint(*ages), type=request.type)
+
+
+def build(config: CheeseConfig) -> Server:
+    def register(server: Server) -> None:
+        cheese_pb2_grpc.add_CheeseServiceServicer_to_server(
+            CheeseServicer(config.prep_seconds), server.grpc
+        )
+
+    return Server(config.server, [Service(SERVICE_NAME, register)])
+
+
+async def start(config: CheeseConfig) -> Server:
+    """Build and start the server; `server.port` is the bound port (config port 0 picks one)."""
+    server = build(config)
+    await server.start()
+    await server.set_serving()
+    return server
+
+
+async def _main(config: CheeseConfig) -> None:
+    await run_until_signal(await start(config))
+
+
+def serve(argv: Sequence[str] | None = None) -> int:
+    config = load_config(argv)
+    logs.configure(config.server.log_level)
+    asyncio.run(_main(config))
+    return 0

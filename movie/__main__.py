@@ -1,0 +1,3 @@
+from movie.server import serve
+
+raise SystemExit(serve())

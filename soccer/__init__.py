@@ -1,0 +1,1 @@
+"""The soccer service: streams match video over gRPC."""

@@ -1,0 +1,128 @@
+"""Matches on disk: safe id resolution and a decoder that owns its OpenCV capture.
+
+Every call on a capture runs on the reader's own single thread: OpenCV captures are not
+thread-safe, and the event loop must never wait on decoding or encoding.
+"""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias, cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from api import soccer_pb2
+
+MATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DEFAULT_JPEG_QUALITY = 80
+
+Frame = npt.NDArray[np.uint8]
+Encoding: TypeAlias = soccer_pb2.Encoding.ValueType
+
+
+class InvalidMatchIdError(ValueError):
+    pass
+
+
+class MatchNotFoundError(LookupError):
+    pass
+
+
+class VideoUnreadableError(OSError):
+    pass
+
+
+def resolve(videos_dir: Path, match_id: str) -> Path:
+    """The video file for `match_id`, never a path outside `videos_dir`."""
+    if not MATCH_ID.fullmatch(match_id):
+        raise InvalidMatchIdError(
+            f"match id must be 1-64 letters, digits, '-' or '_', got {match_id[:80]!r}"
+        )
+    root = videos_dir.resolve()
+    path = (root / f"{match_id}.mp4").resolve()
+    # The pattern keeps '/' and '..' out; this catches symlinks that point elsewhere.
+    if not path.is_relative_to(root):
+        raise InvalidMatchIdError(f"match {match_id!r} points outside the videos directory")
+    if not path.is_file():
+        raise MatchNotFoundError(f"no match {match_id!r}")
+    return path
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+
+
+class OpenCaptures:
+    """How many captures are open right now: lets tests see that cancelling releases them."""
+
+    count = 0
+
+
+def encode(frame: Frame, encoding: Encoding, quality: int) -> soccer_pb2.Video:
+    """A Video message for one decoded frame (index and timing are filled in by the caller)."""
+    height, width = frame.shape[:2]
+    if encoding == soccer_pb2.JPEG:
+        ok, buffer = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise VideoUnreadableError("JPEG encoding failed")
+        data = buffer.tobytes()
+        # Keeps the seed formula valid: frombuffer(uint8).reshape((n,)) is what imdecode takes.
+        shape = f"({len(data)},)"
+    else:
+        data = frame.tobytes()
+        shape = str(frame.shape)
+    return soccer_pb2.Video(
+        data=data,
+        data_type=str(frame.dtype),
+        data_shape=shape,
+        width=width,
+        height=height,
+        encoding=encoding,
+    )
+
+
+class FrameReader:
+    """Decodes (and encodes) one video's frames off the event loop, on one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{path.stem}")
+        self._capture: cv2.VideoCapture | None = None
+
+    def open(self, start_frame: int) -> VideoInfo:
+        capture = cv2.VideoCapture(str(self._path))
+        if not capture.isOpened():
+            capture.release()
+            raise VideoUnreadableError(f"video {self._path.name!r} cannot be decoded")
+        self._capture = capture
+        OpenCaptures.count += 1
+        if start_frame:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+        return VideoInfo(
+            fps=capture.get(cv2.CAP_PROP_FPS) or 30.0,
+            frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+            width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+
+    def next(self, encoding: Encoding, quality: int) -> soccer_pb2.Video | None:
+        assert self._capture is not None
+        ok, frame = self._capture.read()
+        return encode(cast(Frame, frame), encoding, quality) if ok else None
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+            OpenCaptures.count -= 1
+
+    @property
+    def thread(self) -> ThreadPoolExecutor:
+        return self._thread

@@ -1,0 +1,112 @@
+"""The command-line client, run as a process against real servers on loopback."""
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import pytest
+
+from cheese.server import CheeseConfig
+from cheese.server import start as start_cheese
+from grpckit.server import Server
+from movie.server import DEFAULT_CATALOGUE, MovieConfig
+from movie.server import start as start_movie
+from soccer.server import SoccerConfig
+from soccer.server import start as start_soccer
+from tests.conftest import ROOT, server_config
+
+
+@dataclass
+class Result:
+    code: int
+    out: list[dict[str, object]]
+    err: str
+
+
+@pytest.fixture
+async def environment(pki: Path, videos: Path) -> AsyncIterator[dict[str, str]]:
+    servers: list[Server] = [
+        await start_cheese(CheeseConfig(server_config(pki, "cheese"), 0.0)),
+        await start_movie(MovieConfig(server_config(pki, "movie"), DEFAULT_CATALOGUE, 0)),
+        await start_soccer(SoccerConfig(server_config(pki, "soccer"), videos)),
+    ]
+    yield {
+        **os.environ,
+        "CHEESE_TARGET": f"localhost:{servers[0].port}",
+        "MOVIE_TARGET": f"localhost:{servers[1].port}",
+        "SOCCER_TARGET": f"localhost:{servers[2].port}",
+        "TLS_CA": str(pki / "ca.crt"),
+        "TLS_CERT": str(pki / "client.crt"),
+        "TLS_KEY": str(pki / "client.key"),
+    }
+    for server in servers:
+        await server.stop(0)
+
+
+async def run(env: dict[str, str], *args: str) -> Result:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Result(process.returncode, [json.loads(x) for x in out.splitlines()], err.decode())
+
+
+async def test_smoke_passes_every_check(environment: dict[str, str]) -> None:
+    result = await run(environment, "smoke")
+    assert result.code == 0, result.err
+    assert all(line["ok"] for line in result.out)
+    assert len(result.out) >= 10
+
+
+async def test_each_command_prints_json(environment: dict[str, str]) -> None:
+    cheese = await run(environment, "cheese", "order", "roquefort")
+    assert cheese.out[0]["type"] == "ROQUEFORT"
+    movie = await run(environment, "movie", "get", "267eedb8-0f5d-42d5-8f43-72426b9fb3e6")
+    assert movie.out[0]["title"] == "Creed"
+    listed = await run(environment, "movie", "list")
+    assert len(listed.out) == 7
+    titled = await run(environment, "movie", "title", "spectre")
+    assert titled.out[0]["director"] == "Sam Mendes"
+    health = await run(environment, "health", "soccer")
+    assert (health.code, health.out[0]["status"]) == (0, "SERVING")
+
+
+async def test_watch_saves_a_playable_video(environment: dict[str, str], tmp_path: Path) -> None:
+    saved = tmp_path / "out.mp4"
+    result = await run(
+        environment, "soccer", "watch", "small", "--encoding", "jpeg", "--frames", "12",
+        "--unpaced", "--save", str(saved),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.out[-1]["frames"] == 12
+    capture = cv2.VideoCapture(str(saved))
+    try:
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+        assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
+    finally:
+        capture.release()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["movie", "get", "nope"], 1, "error: NOT_FOUND: no movie with id 'nope'"),
+        (["soccer", "watch", "../x"], 1, "error: INVALID_ARGUMENT: match id must be"),
+        (["cheese", "order", "gouda"], 2, "gouda"),
+        (["--key", "/nonexistent.key", "movie", "list"], 2, "/nonexistent.key"),
+    ],
+)
+async def test_errors_are_one_line_and_a_non_zero_exit(
+    environment: dict[str, str], args: list[str], code: int, message: str
+) -> None:
+    result = await run(environment, *args)
+    assert result.code == code
+    assert message in result.err
+    assert "Traceback" not in result.err

@@ -1,0 +1,206 @@
+"""The shared runtime, through the cheese server: TLS, health, reflection, logs, shutdown."""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from api import cheese_pb2, cheese_pb2_grpc
+from cheese.server import CheeseConfig, build, start
+from grpckit.channel import ClientTls
+from grpckit.server import Server
+from tests.conftest import ROOT, Connect, client_tls, eventually, server_config
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+CHEESE = "cheesefarm.CheeseService"
+
+
+@pytest.fixture
+async def farm(pki: Path) -> AsyncIterator[Server]:
+    server = await start(CheeseConfig(server_config(pki, "cheese"), 0.0))
+    yield server
+    await server.stop(0)
+
+
+async def check(channel: grpc.aio.Channel, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return int(response.status)
+
+
+async def test_health_is_not_serving_until_ready_then_serving(pki: Path, connect: Connect) -> None:
+    server = build(CheeseConfig(server_config(pki, "cheese"), 0.0))
+    await server.start()
+    try:
+        channel = connect(server.port, client_tls(pki))
+        assert await check(channel) == NOT_SERVING
+        assert await check(channel, CHEESE) == NOT_SERVING
+        await server.set_serving()
+        assert await check(channel) == SERVING
+        assert await check(channel, CHEESE) == SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await check(channel, "no.such.Service")
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(0)
+
+
+async def test_shutdown_flips_health_first_and_lets_in_flight_calls_finish(
+    pki: Path, connect: Connect
+) -> None:
+    server = await start(CheeseConfig(server_config(pki, "cheese", grace=10), 1.0))
+    channel = connect(server.port, client_tls(pki))
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=CHEESE))
+    updates = watch.__aiter__()
+    assert (await updates.__anext__()).status == SERVING
+    order = asyncio.ensure_future(
+        cheese_pb2_grpc.CheeseServiceStub(channel).Order(cheese_pb2.CheeseRequest(), timeout=10)
+    )
+
+    async def in_flight() -> None:
+        assert server.grpc is not None and not order.done()
+
+    await asyncio.sleep(0.2)
+    await in_flight()
+    stopping = asyncio.ensure_future(server.stop())
+    assert (await updates.__anext__()).status == NOT_SERVING
+    assert (await order).age > 0
+    await stopping
+
+
+async def test_reflection_lists_every_service(farm: Server, connect: Connect, pki: Path) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(connect(farm.port, client_tls(pki)))
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    responses = [r async for r in stub.ServerReflectionInfo(iter([request]), timeout=5)]
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert names == {CHEESE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+@pytest.mark.parametrize("client", ["plaintext", "no-certificate", "foreign-ca", "foreign-trust"])
+async def test_handshakes_without_a_valid_client_certificate_are_refused(
+    farm: Server, connect: Connect, pki: Path, foreign_pki: Path, client: str
+) -> None:
+    tls: ClientTls | None = {
+        "plaintext": None,
+        "no-certificate": client_tls(pki, with_cert=False),
+        "foreign-ca": ClientTls(
+            pki / "ca.crt", foreign_pki / "client.crt", foreign_pki / "client.key"
+        ),
+        "foreign-trust": client_tls(foreign_pki),
+    }[client]
+    channel = connect(farm.port, tls)
+    stub = cheese_pb2_grpc.CheeseServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        # No wait_for_ready here: it would wait out the deadline instead of reporting.
+        await stub.Order(cheese_pb2.CheeseRequest(), timeout=5, wait_for_ready=False)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The same server still serves a client with a valid certificate.
+    good = cheese_pb2_grpc.CheeseServiceStub(connect(farm.port, client_tls(pki)))
+    assert (await good.Order(cheese_pb2.CheeseRequest(), timeout=5)).age > 0
+
+
+async def test_plaintext_only_when_asked_for(pki: Path, connect: Connect) -> None:
+    server = await start(CheeseConfig(server_config(pki, "cheese", tls=False), 0.0))
+    try:
+        stub = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, None))
+        assert (await stub.Order(cheese_pb2.CheeseRequest(), timeout=5)).age > 0
+        tls_stub = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await tls_stub.Order(cheese_pb2.CheeseRequest(), timeout=5, wait_for_ready=False)
+    finally:
+        await server.stop(0)
+
+
+async def test_each_call_is_logged_with_method_peer_code_and_duration(
+    farm: Server, connect: Connect, pki: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub = cheese_pb2_grpc.CheeseServiceStub(connect(farm.port, client_tls(pki)))
+    with caplog.at_level(logging.INFO, logger="grpckit.access"):
+        await stub.Order(cheese_pb2.CheeseRequest(), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Order(cheese_pb2.CheeseRequest(type=42), timeout=5)  # type: ignore[arg-type]
+    calls = [r.__dict__ for r in caplog.records if r.name == "grpckit.access"]
+    assert [c["code"] for c in calls] == ["OK", "INVALID_ARGUMENT"]
+    for call in calls:
+        assert call["method"] == "/cheesefarm.CheeseService/Order"
+        assert call["peer"].startswith("ipv4:127.0.0.1:") or call["peer"].startswith("ipv6:")
+        assert call["client"] == "client"
+        assert call["duration_ms"] >= 0
+
+
+async def test_process_serves_then_exits_0_on_sigterm(pki: Path, connect: Connect) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cheese", "--host", "127.0.0.1", "--port", "0",
+        "--tls-cert", str(pki / "cheese.crt"), "--tls-key", str(pki / "cheese.key"),
+        "--tls-ca", str(pki / "ca.crt"),
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        lines: list[dict[str, Any]] = []
+        while True:
+            line = await asyncio.wait_for(process.stderr.readline(), 30)
+            assert line, f"exited before listening: {lines}"
+            lines.append(json.loads(line))
+            if lines[-1]["message"] == "listening":
+                break
+        channel = connect(lines[-1]["port"], client_tls(pki))
+
+        async def serving() -> None:
+            assert await check(channel, CHEESE) == SERVING
+
+        await eventually(serving)
+        process.send_signal(signal.SIGTERM)
+        output = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert [json.loads(x)["message"] for x in output.splitlines()][-1] == "stopped"
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+def test_help_documents_every_setting_and_its_variable() -> None:
+    import subprocess
+
+    for service, variables in {
+        "cheese": ["CHEESE_PREP_SECONDS"],
+        "movie": ["MOVIE_CATALOGUE", "MOVIE_RELOAD_SECONDS"],
+        "soccer": ["SOCCER_VIDEOS_DIR"],
+    }.items():
+        result = subprocess.run(
+            [sys.executable, "-m", service, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "300"},  # one line per setting
+        )
+        assert result.returncode == 0
+        for variable in ["HOST", "PORT", "TLS_CERT", "TLS_KEY", "TLS_CA", "INSECURE",
+                         "SHUTDOWN_GRACE", "LOG_LEVEL", *variables]:  # fmt: skip
+            assert f"[env {variable}]" in result.stdout, (service, variable)
+
+
+def test_environment_sets_defaults_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cheese.server import load_config
+
+    monkeypatch.setenv("PORT", "6000")
+    monkeypatch.setenv("CHEESE_PREP_SECONDS", "0.5")
+    monkeypatch.setenv("INSECURE", "true")
+    config = load_config([])
+    assert (config.server.port, config.prep_seconds, config.server.tls) == (6000, 0.5, None)
+    config = load_config(["--port", "7000", "--insecure", "false"])
+    assert config.server.port == 7000
+    assert config.server.tls is not None
+    with pytest.raises(SystemExit):
+        load_config(["--prep-seconds", "-1"])

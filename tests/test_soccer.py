@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import ast
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from api import soccer_pb2, soccer_pb2_grpc
+from grpckit.server import Server
+from soccer import demo_video
+from soccer.server import SoccerConfig, start
+from soccer.video import OpenCaptures
+from tests.conftest import Connect, client_tls, eventually, server_config
+
+
+@pytest.fixture
+async def server(pki: Path, videos: Path) -> AsyncIterator[Server]:
+    running = await start(SoccerConfig(server_config(pki, "soccer"), videos))
+    yield running
+    await running.stop(0)
+
+
+@pytest.fixture
+def soccer(server: Server, connect: Connect, pki: Path) -> soccer_pb2_grpc.SoccerAsyncStub:
+    return soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki)))
+
+
+async def watch(soccer: soccer_pb2_grpc.SoccerAsyncStub, **match: object) -> list[soccer_pb2.Video]:
+    return [v async for v in soccer.Watch(soccer_pb2.Match(**match), timeout=30)]  # type: ignore[arg-type]
+
+
+async def test_default_watch_is_seed_compatible_raw_bgr_in_real_time(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    frames = await watch(soccer, id="demo")
+    elapsed = loop.time() - started
+    assert len(frames) == 15
+    for index, video in enumerate(frames):
+        # Exactly what a client that knows only fields 1-3 does:
+        frame = np.frombuffer(video.data, dtype=video.data_type).reshape(
+            ast.literal_eval(video.data_shape)
+        )
+        assert video.data_shape == "(720, 1280, 3)"
+        assert frame.dtype == np.uint8
+        assert (video.frame_index, video.width, video.height) == (index, 1280, 720)
+        assert video.timestamp == pytest.approx(index / 30)
+    # Paced at the video's 30 fps: 15 frames span at least 14/30 s (a floor, not a benchmark).
+    assert elapsed >= 14 / 30
+
+
+async def test_jpeg_frames_decode_to_the_announced_size(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+) -> None:
+    frames = await watch(
+        soccer, id="small", encoding=soccer_pb2.JPEG, jpeg_quality=60, unpaced=True
+    )
+    assert len(frames) == 30
+    raw = await watch(soccer, id="small", unpaced=True, max_frames=1)
+    for video in frames:
+        buffer = np.frombuffer(video.data, dtype=video.data_type).reshape(
+            ast.literal_eval(video.data_shape)
+        )
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        assert image is not None
+        assert image.shape == (video.height, video.width, 3) == (180, 320, 3)
+        assert video.encoding == soccer_pb2.JPEG
+    assert len(frames[0].data) < len(raw[0].data) / 4
+
+
+async def test_start_frame_and_frame_limit(soccer: soccer_pb2_grpc.SoccerAsyncStub) -> None:
+    frames = await watch(soccer, id="small", start_frame=5, max_frames=3, unpaced=True)
+    assert [v.frame_index for v in frames] == [5, 6, 7]
+    whole = await watch(soccer, id="small", unpaced=True)
+    # Seeking gives the same pixels as reading up to the frame.
+    assert frames[0].data == whole[5].data
+
+
+async def test_frames_over_the_default_4_mib_limit(
+    tmp_path: Path, pki: Path, connect: Connect
+) -> None:
+    demo_video.generate(tmp_path / "hd.mp4", seconds=0.1, fps=30, width=1920, height=1080)
+    running = await start(SoccerConfig(server_config(pki, "soccer"), tmp_path))
+    try:
+        soccer = soccer_pb2_grpc.SoccerStub(connect(running.port, client_tls(pki)))
+        frames = await watch(soccer, id="hd", unpaced=True)
+        assert len(frames) == 3
+        assert all(len(v.data) == 1920 * 1080 * 3 > 4 * 1024 * 1024 for v in frames)
+    finally:
+        await running.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("match", "code"),
+    [
+        ({"id": ""}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "../etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "a/b"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "/etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "%2e%2e"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "demo.mp4"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "demo\x00"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "x" * 65}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "escape"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "missing"}, grpc.StatusCode.NOT_FOUND),
+        ({"id": "broken"}, grpc.StatusCode.DATA_LOSS),
+        ({"id": "small", "jpeg_quality": 101}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "small", "start_frame": -1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "small", "max_frames": -1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "small", "encoding": 7}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"id": "small", "start_frame": 30}, grpc.StatusCode.OUT_OF_RANGE),
+    ],
+)
+async def test_bad_matches_get_their_status_and_no_frame(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+    videos: Path,
+    tmp_path: Path,
+    match: dict[str, object],
+    code: grpc.StatusCode,
+) -> None:
+    outside = tmp_path / "outside.mp4"
+    demo_video.generate(outside, seconds=0.1, width=64, height=64)
+    link = videos / "escape.mp4"
+    if not link.is_symlink():
+        link.symlink_to(outside)
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        async for video in soccer.Watch(soccer_pb2.Match(**match), timeout=10):  # type: ignore[arg-type]
+            received.append(video)
+    assert error.value.code() == code, error.value.details()
+    assert received == []
+
+
+async def test_cancelling_a_watch_releases_the_capture(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+) -> None:
+    call = soccer.Watch(soccer_pb2.Match(id="small"))
+    stream = call.__aiter__()
+    await stream.__anext__()
+    await stream.__anext__()
+    assert OpenCaptures.count == 1
+    call.cancel()
+
+    async def released() -> None:
+        assert OpenCaptures.count == 0
+
+    await eventually(released, within=5)
+
+
+async def test_shutdown_ends_a_live_watch_with_a_resume_point(
+    server: Server, soccer: soccer_pb2_grpc.SoccerAsyncStub
+) -> None:
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        async for video in soccer.Watch(soccer_pb2.Match(id="small"), timeout=30):
+            received.append(video.frame_index)
+            if len(received) == 3:
+                asyncio.get_running_loop().create_task(server.stop(5))
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"start_frame={received[-1] + 1}" in (error.value.details() or "")
