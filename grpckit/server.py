@@ -47,7 +47,8 @@ class Server:
         self.stopping = asyncio.Event()
         self._names = [s.name for s in services]
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.grpc = grpc.aio.server(interceptors=[AccessLogInterceptor()], options=SERVER_OPTIONS)
+        self._access_log = AccessLogInterceptor()
+        self.grpc = grpc.aio.server(interceptors=[self._access_log], options=SERVER_OPTIONS)
         for service in services:
             service.register(self)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -75,6 +76,10 @@ class Server:
         for name in ("", *self._names):
             await self.health.set(name, SERVING)
 
+    @property
+    def calls_in_flight(self) -> int:
+        return self._access_log.in_flight
+
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a background task for as long as the server runs."""
         task = asyncio.create_task(coroutine)
@@ -88,7 +93,9 @@ class Server:
         self.stopping.set()
         await self.health.enter_graceful_shutdown()
         grace = self.config.grace_seconds if grace is None else grace
-        log.info("shutting down", extra={"grace_seconds": grace})
+        log.info(
+            "shutting down", extra={"grace_seconds": grace, "calls_in_flight": self.calls_in_flight}
+        )
         await self.grpc.stop(grace)
         for task in list(self._tasks):
             task.cancel()

@@ -69,12 +69,12 @@ async def test_shutdown_flips_health_first_and_lets_in_flight_calls_finish(
     )
 
     async def in_flight() -> None:
-        assert server.grpc is not None and not order.done()
+        assert server.calls_in_flight == 2  # the health watch and the order
 
-    await asyncio.sleep(0.2)
-    await in_flight()
+    await eventually(in_flight)
     stopping = asyncio.ensure_future(server.stop())
     assert (await updates.__anext__()).status == NOT_SERVING
+    watch.cancel()  # a health watch never ends by itself: it would hold shutdown for the grace
     assert (await order).age > 0
     await stopping
 
@@ -204,3 +204,23 @@ def test_environment_sets_defaults_and_flags_override(monkeypatch: pytest.Monkey
     assert config.server.tls is not None
     with pytest.raises(SystemExit):
         load_config(["--prep-seconds", "-1"])
+
+
+@pytest.mark.parametrize(("service", "code"), [("", 0), (CHEESE, 0), ("no.such.Service", 1)])
+async def test_health_probe_for_container_healthchecks(
+    farm: Server, pki: Path, service: str, code: int
+) -> None:
+    env = {
+        **os.environ,
+        "PORT": str(farm.port),
+        "TLS_CERT": str(pki / "cheese.crt"),
+        "TLS_KEY": str(pki / "cheese.key"),
+        "TLS_CA": str(pki / "ca.crt"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "grpckit.probe", "--service", service, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == code, err
+    assert (out.decode().strip() == "SERVING") == (code == 0)
