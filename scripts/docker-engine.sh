@@ -129,7 +129,7 @@ wait_engine() {
 
 start_dockerd() {
   local driver=$1 mtu pid args=()
-  # Match the uplink MTU (often < 1500 in VMs/tunnels) or large TLS packets from containers vanish.
+  # Match the uplink MTU (1400 here) on the default bridge rather than rely on path-MTU discovery.
   mtu=$(ip -o route get 1.1.1.1 2>/dev/null | grep -oE 'dev [^ ]+' | awk '{print $2}' | head -n1 \
         | xargs -r -I{} cat /sys/class/net/{}/mtu 2>/dev/null || true)
   # Flags may not repeat a key of /etc/docker/daemon.json (dockerd refuses to start).

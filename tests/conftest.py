@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def make_pki(directory: Path) -> Path:
-    subprocess.run([str(ROOT / "certs" / "gen-certs.sh"), str(directory)], check=True)
+def make_pki(directory: Path, *options: str) -> Path:
+    subprocess.run([str(ROOT / "certs" / "gen-certs.sh"), str(directory), *options], check=True)
     return directory
 
 
