@@ -10,9 +10,8 @@ import grpc
 from grpc.aio import ServicerContext
 
 from api import cheese_pb2, cheese_pb2_grpc
-from grpckit import logs
 from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_until_signal
+from grpckit.server import Server, Service, run_server, run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,4 @@ async def _main(config: CheeseConfig) -> None:
 
 def serve(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    logs.configure(config.server.log_level)
-    asyncio.run(_main(config))
-    return 0
+    return run_server(config.server, lambda: _main(config))

@@ -41,6 +41,7 @@ class ServerConfig:
     tls: TlsFiles | None
     grace_seconds: float
     log_level: str
+    workers: int = 1
 
     @property
     def address(self) -> str:
@@ -72,6 +73,13 @@ class ConfigParser:
             "--grace", "SHUTDOWN_GRACE", 10.0, "seconds in-flight calls get on shutdown", float
         )
         self.add("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", str)
+        self.add(
+            "--workers",
+            "WORKERS",
+            1,
+            "server processes sharing the port (SO_REUSEPORT); see grpckit/workers.py",
+            int,
+        )
 
     def add(self, flag: str, env: str, default: T, help: str, type: Callable[[str], T]) -> None:
         raw = os.environ.get(env)
@@ -88,6 +96,10 @@ class ConfigParser:
 
     def parse(self, argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
         args = self.parser.parse_args(argv)
+        if args.workers < 1:
+            self.parser.error("--workers must be at least 1")
+        if args.workers > 1 and args.port == 0:
+            self.parser.error("--workers needs a fixed --port: each worker must bind the same one")
         tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
-        server = ServerConfig(args.host, args.port, tls, args.grace, args.log_level)
+        server = ServerConfig(args.host, args.port, tls, args.grace, args.log_level, args.workers)
         return server, args

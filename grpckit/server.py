@@ -15,10 +15,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from grpckit import logs
 from grpckit.config import ServerConfig
 from grpckit.interceptors import AccessLogInterceptor
 from grpckit.options import SERVER_OPTIONS
 from grpckit.tls import server_credentials
+from grpckit.workers import run_workers
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,20 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def run_server(config: ServerConfig, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Configure logs and run `main` in this process, or in `config.workers` forked ones."""
+    logs.configure(config.log_level)
+    if config.workers == 1:
+        asyncio.run(main())
+        return 0
+
+    def worker() -> int:
+        asyncio.run(main())
+        return 0
+
+    return run_workers(config.workers, worker)
 
 
 async def run_until_signal(server: Server) -> None:

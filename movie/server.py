@@ -10,9 +10,8 @@ import grpc
 from grpc.aio import ServicerContext
 
 from api import movie_pb2, movie_pb2_grpc
-from grpckit import logs
 from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_until_signal
+from grpckit.server import Server, Service, run_server, run_until_signal
 from movie import catalogue
 from movie.catalogue import MAX_ID_LENGTH, MAX_TEXT_LENGTH, CatalogueError
 
@@ -158,15 +157,14 @@ async def start(config: MovieConfig) -> Server:
 
 
 async def _main(config: MovieConfig) -> None:
-    await run_until_signal(await start(config))
+    try:
+        server = await start(config)
+    except CatalogueError as error:
+        log.critical("cannot start: bad catalogue", extra={"error": str(error)})
+        raise SystemExit(1) from None
+    await run_until_signal(server)
 
 
 def serve(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    logs.configure(config.server.log_level)
-    try:
-        asyncio.run(_main(config))
-    except CatalogueError as error:
-        log.critical("cannot start: bad catalogue", extra={"error": str(error)})
-        return 1
-    return 0
+    return run_server(config.server, lambda: _main(config))

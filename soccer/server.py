@@ -2,23 +2,25 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc.aio import ServicerContext
 
-from api import soccer_pb2, soccer_pb2_grpc
-from grpckit import logs
+from api import soccer_pb2
 from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_until_signal
+from grpckit.server import Server, Service, run_server, run_until_signal
+from soccer.hub import Format, Hubs, HubStopped
 from soccer.video import (
     DEFAULT_JPEG_QUALITY,
     FrameReader,
     InvalidMatchIdError,
     MatchNotFoundError,
+    VideoInfo,
     VideoUnreadableError,
+    probe,
     resolve,
 )
 
@@ -56,63 +58,111 @@ async def _check(request: soccer_pb2.Match, context: Context) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
 
 
-class SoccerServicer(soccer_pb2_grpc.SoccerServicer):
+def _serialized(message: bytes) -> bytes:
+    return message
+
+
+class SoccerServicer:
+    """Watch, yielding serialized `Video` messages: a frame is serialized once, not per viewer.
+
+    Real-time viewers share a broadcast hub per match; unpaced viewers get a decoder of their
+    own, which reads the next frame only when the last one was sent (backpressure).
+    """
+
     def __init__(self, videos_dir: Path, stopping: asyncio.Event) -> None:
         self._videos_dir = videos_dir
         self._stopping = stopping
+        self.hubs = Hubs()
 
-    async def Watch(
-        self, request: soccer_pb2.Match, context: Context
-    ) -> AsyncIterator[soccer_pb2.Video]:
+    def register(self, server: grpc.aio.Server) -> None:
+        # The generated add_SoccerServicer_to_server would serialize each message per viewer.
+        watch = grpc.unary_stream_rpc_method_handler(
+            self.Watch,
+            request_deserializer=soccer_pb2.Match.FromString,
+            response_serializer=_serialized,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Watch": watch}),)
+        )
+
+    async def Watch(self, request: soccer_pb2.Match, context: Context) -> AsyncIterator[bytes]:
         await _check(request, context)
         try:
             path = resolve(self._videos_dir, request.id)
+            info = await asyncio.to_thread(probe, path)
         except InvalidMatchIdError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except MatchNotFoundError as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except VideoUnreadableError as error:
+            await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
+        if request.start_frame and request.start_frame >= info.frame_count:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"start_frame {request.start_frame} is past the last frame "
+                f"({info.frame_count} frames)",
+            )
+        quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
+        fmt = (request.encoding, quality if request.encoding == soccer_pb2.JPEG else 0)
+        frames = (
+            self._unpaced(path, request, info)
+            if request.unpaced
+            else self._live(path, request, fmt)
+        )
+        sent = 0
+        try:
+            async for message in frames:
+                if self._stopping.is_set():
+                    break
+                yield message
+                sent += 1
+                if sent == request.max_frames:
+                    return
+        except VideoUnreadableError as error:
+            await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
+        except HubStopped:
+            pass
+        finally:
+            await frames.aclose()
+        if self._stopping.is_set():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"server shutting down; resume with start_frame={request.start_frame + sent}",
+            )
+        if sent == 0:
+            await context.abort(
+                grpc.StatusCode.DATA_LOSS, f"match {request.id!r} has no decodable frames"
+            )
 
+    async def _live(
+        self, path: Path, request: soccer_pb2.Match, fmt: Format
+    ) -> AsyncGenerator[bytes]:
+        hub, viewer = self.hubs.watch(path, fmt, request.start_frame)
+        try:
+            async for message in viewer.frames():
+                yield message
+        finally:
+            self.hubs.leave(hub, viewer)
+
+    async def _unpaced(
+        self, path: Path, request: soccer_pb2.Match, info: VideoInfo
+    ) -> AsyncGenerator[bytes]:
         loop = asyncio.get_running_loop()
         reader = FrameReader(path)
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         try:
-            try:
-                info = await loop.run_in_executor(reader.thread, reader.open, request.start_frame)
-            except VideoUnreadableError as error:
-                await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
-            if request.start_frame and request.start_frame >= info.frame_count:
-                await context.abort(
-                    grpc.StatusCode.OUT_OF_RANGE,
-                    f"start_frame {request.start_frame} is past the last frame "
-                    f"({info.frame_count} frames)",
-                )
-            started = loop.time()
-            sent = 0
-            while not request.max_frames or sent < request.max_frames:
+            await loop.run_in_executor(reader.thread, reader.open, request.start_frame)
+            index = request.start_frame
+            while True:
                 video = await loop.run_in_executor(
                     reader.thread, reader.next, request.encoding, quality
                 )
                 if video is None:
-                    break
-                index = request.start_frame + sent
+                    return
                 video.frame_index = index
                 video.timestamp = index / info.fps
-                if not request.unpaced:
-                    # Real time: each frame leaves when the broadcast would show it.
-                    delay = started + sent / info.fps - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                if self._stopping.is_set():
-                    await context.abort(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"server shutting down; resume with start_frame={index}",
-                    )
-                yield video
-                sent += 1
-            if sent == 0:
-                await context.abort(
-                    grpc.StatusCode.DATA_LOSS, f"match {request.id!r} has no decodable frames"
-                )
+                yield video.SerializeToString()
+                index += 1
         finally:
             # Queued behind any read still running on the reader's thread, so it is safe even
             # when the client cancelled mid-frame; the thread ends once it has run.
@@ -120,10 +170,17 @@ class SoccerServicer(soccer_pb2_grpc.SoccerServicer):
             reader.thread.shutdown(wait=False)
 
 
+async def _stop_hubs_on(stopping: asyncio.Event, hubs: Hubs) -> None:
+    await stopping.wait()
+    hubs.stop_all()
+
+
 def build(config: SoccerConfig) -> Server:
     def register(server: Server) -> None:
         servicer = SoccerServicer(config.videos_dir, server.stopping)
-        soccer_pb2_grpc.add_SoccerServicer_to_server(servicer, server.grpc)
+        servicer.register(server.grpc)
+        # Live viewers wait on their hub, not on the clock: wake them when shutdown starts.
+        server.spawn(_stop_hubs_on(server.stopping, servicer.hubs))
 
     return Server(config.server, [Service(SERVICE_NAME, register)])
 
@@ -146,6 +203,4 @@ async def _main(config: SoccerConfig) -> None:
 
 def serve(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    logs.configure(config.server.log_level)
-    asyncio.run(_main(config))
-    return 0
+    return run_server(config.server, lambda: _main(config))

@@ -4,7 +4,9 @@ Every call on a capture runs on the reader's own single thread: OpenCV captures 
 thread-safe, and the event loop must never wait on decoding or encoding.
 """
 
+import functools
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,34 @@ class OpenCaptures:
     """How many captures are open right now: lets tests see that cancelling releases them."""
 
     count = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def add(cls, delta: int) -> None:
+        with cls._lock:
+            cls.count += delta
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(path: Path, _stamp: tuple[int, int]) -> VideoInfo:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise VideoUnreadableError(f"video {path.name!r} cannot be decoded")
+        return VideoInfo(
+            fps=capture.get(cv2.CAP_PROP_FPS) or 30.0,
+            frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+            width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+    finally:
+        capture.release()
+
+
+def probe(path: Path) -> VideoInfo:
+    """The video's properties, read once per version of the file (blocking: call off-loop)."""
+    stat = path.stat()
+    return _probe(path, (stat.st_mtime_ns, stat.st_size))
 
 
 def encode(frame: Frame, encoding: Encoding, quality: int) -> soccer_pb2.Video:
@@ -96,21 +126,15 @@ class FrameReader:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{path.stem}")
         self._capture: cv2.VideoCapture | None = None
 
-    def open(self, start_frame: int) -> VideoInfo:
+    def open(self, start_frame: int) -> None:
         capture = cv2.VideoCapture(str(self._path))
         if not capture.isOpened():
             capture.release()
             raise VideoUnreadableError(f"video {self._path.name!r} cannot be decoded")
         self._capture = capture
-        OpenCaptures.count += 1
+        OpenCaptures.add(1)
         if start_frame:
             capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
-        return VideoInfo(
-            fps=capture.get(cv2.CAP_PROP_FPS) or 30.0,
-            frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-            width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
 
     def next(self, encoding: Encoding, quality: int) -> soccer_pb2.Video | None:
         assert self._capture is not None
@@ -121,7 +145,7 @@ class FrameReader:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
-            OpenCaptures.count -= 1
+            OpenCaptures.add(-1)
 
     @property
     def thread(self) -> ThreadPoolExecutor:

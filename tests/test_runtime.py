@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -139,23 +140,41 @@ async def test_each_call_is_logged_with_method_peer_code_and_duration(
         assert call["duration_ms"] >= 0
 
 
-async def test_process_serves_then_exits_0_on_sigterm(pki: Path, connect: Connect) -> None:
+async def read_logs_until(
+    stream: asyncio.StreamReader, message: str, count: int
+) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    while sum(line["message"] == message for line in lines) < count:
+        line = await asyncio.wait_for(stream.readline(), 30)
+        assert line, f"exited early: {lines}"
+        lines.append(json.loads(line))
+    return [line for line in lines if line["message"] == message]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_process_serves_then_exits_0_on_sigterm(
+    pki: Path, connect: Connect, workers: int
+) -> None:
+    port = 0 if workers == 1 else free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cheese", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "cheese", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
         "--tls-cert", str(pki / "cheese.crt"), "--tls-key", str(pki / "cheese.key"),
         "--tls-ca", str(pki / "ca.crt"),
         cwd=ROOT, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
     try:
-        lines: list[dict[str, Any]] = []
-        while True:
-            line = await asyncio.wait_for(process.stderr.readline(), 30)
-            assert line, f"exited before listening: {lines}"
-            lines.append(json.loads(line))
-            if lines[-1]["message"] == "listening":
-                break
-        channel = connect(lines[-1]["port"], client_tls(pki))
+        listening = await read_logs_until(process.stderr, "listening", workers)
+        assert len({line["pid"] for line in listening}) == workers
+        channel = connect(listening[0]["port"], client_tls(pki))
 
         async def serving() -> None:
             assert await check(channel, CHEESE) == SERVING
@@ -164,7 +183,8 @@ async def test_process_serves_then_exits_0_on_sigterm(pki: Path, connect: Connec
         process.send_signal(signal.SIGTERM)
         output = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
         assert await asyncio.wait_for(process.wait(), 30) == 0
-        assert [json.loads(x)["message"] for x in output.splitlines()][-1] == "stopped"
+        messages = [json.loads(x)["message"] for x in output.splitlines()]
+        assert messages.count("stopped") == workers
     finally:
         if process.returncode is None:
             process.kill()

@@ -1,0 +1,236 @@
+"""A broadcast hub: one decoder per match, shared by every real-time viewer of it.
+
+Each frame is decoded once, encoded once per (encoding, quality) that some viewer wants, and
+serialized once into a `Video` message; viewers get references to the same bytes. Decoding,
+encoding and pacing run on the hub's own thread (OpenCV releases the GIL while it works), so
+the event loop only hands finished messages out.
+
+Viewers that arrive while a hub still holds their start frame in its short backlog join it
+(they first get the backlog, then live frames); any other start frame gets a hub of its own.
+A viewer that falls behind by more than its queue holds skips to the newest frame, and the
+number skipped is carried in `Video.skipped_frames`. The hub stops when its last viewer
+leaves, and always releases its capture.
+"""
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import cv2
+
+from api import soccer_pb2
+from soccer.video import Encoding, Frame, OpenCaptures, VideoUnreadableError, encode
+
+log = logging.getLogger(__name__)
+
+Format = tuple[Encoding, int]  # (encoding, JPEG quality; 0 for raw)
+
+BACKLOG_FRAMES = 30
+QUEUE_FRAMES = 15
+
+
+@dataclass
+class Published:
+    index: int
+    # Serialized Video messages, one per format wanted when the frame was decoded.
+    messages: dict[Format, bytes]
+
+
+class _End:
+    """Marks the end of the match (or of the hub, with an error)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+
+class HubStopped(Exception):  # noqa: N818 - a condition, not an error
+    """The hub was shut down (server stopping) before the viewer's match ended."""
+
+
+@dataclass(eq=False)
+class Viewer:
+    fmt: Format
+    next_index: int
+    queue_frames: int = QUEUE_FRAMES
+    queue: collections.deque[Published | _End] = field(default_factory=collections.deque)
+    skipped: int = 0
+    _waiter: asyncio.Future[None] | None = None
+
+    def offer(self, item: Published | _End) -> None:
+        if isinstance(item, Published) and len(self.queue) >= self.queue_frames:
+            # Real time: a viewer that fell behind skips to the newest frame.
+            self.skipped += sum(isinstance(x, Published) for x in self.queue)
+            self.queue.clear()
+        self.queue.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def frames(self) -> AsyncGenerator[bytes]:
+        """This viewer's messages, in order, until the match ends."""
+        while True:
+            while not self.queue:
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+            item = self.queue.popleft()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            message = item.messages.get(self.fmt)
+            if message is None:
+                # Backlog decoded before this format was wanted: nothing to send for it.
+                self.skipped += 1
+                continue
+            self.next_index = item.index + 1
+            if self.skipped:
+                # Concatenated messages merge: this sets one field on the shared bytes.
+                message += soccer_pb2.Video(skipped_frames=self.skipped).SerializeToString()
+            yield message
+
+
+class Hub:
+    def __init__(self, key: Path, start_frame: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.start_frame = start_frame
+        self._loop = loop
+        self._viewers: set[Viewer] = set()
+        self._formats: collections.Counter[Format] = collections.Counter()
+        self._backlog: collections.deque[Published] = collections.deque(maxlen=BACKLOG_FRAMES)
+        self.next_index = start_frame
+        self.ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"hub-{key.stem}-{start_frame}", daemon=True
+        )
+
+    # --- on the event loop ---------------------------------------------------------------
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def can_join(self, start_frame: int) -> bool:
+        oldest = self._backlog[0].index if self._backlog else self.start_frame
+        return not self.ended and oldest <= start_frame <= self.next_index
+
+    def join(self, fmt: Format, start_frame: int, queue_frames: int = QUEUE_FRAMES) -> Viewer:
+        viewer = Viewer(fmt, start_frame, max(queue_frames, len(self._backlog) + 1))
+        for item in self._backlog:
+            if item.index >= start_frame:
+                viewer.offer(item)
+        viewer.queue_frames = queue_frames
+        self._viewers.add(viewer)
+        self._formats[fmt] += 1
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+        return viewer
+
+    def leave(self, viewer: Viewer) -> bool:
+        """Remove a viewer; True when it was the last one and the hub stopped."""
+        if viewer not in self._viewers:
+            return False
+        self._viewers.discard(viewer)
+        self._formats[viewer.fmt] -= 1
+        if self._formats[viewer.fmt] <= 0:
+            del self._formats[viewer.fmt]
+        if self._viewers:
+            return False
+        self.stop()
+        return True
+
+    def stop(self, error: Exception | None = None) -> None:
+        self._stop.set()
+        self.ended = True
+        if error is not None:
+            for viewer in self._viewers:
+                viewer.offer(_End(error))
+
+    def _publish(self, item: Published | _End) -> None:
+        if isinstance(item, _End):
+            self.ended = True
+        else:
+            self._backlog.append(item)
+            self.next_index = item.index + 1
+        for viewer in self._viewers:
+            viewer.offer(item)
+
+    # --- on the hub's thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        capture = cv2.VideoCapture(str(self.key))
+        OpenCaptures.add(1)
+        try:
+            if not capture.isOpened():
+                raise VideoUnreadableError(f"video {self.key.name!r} cannot be decoded")
+            if self.start_frame:
+                capture.set(cv2.CAP_PROP_POS_FRAMES, self.start_frame)
+            fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+            started = time.monotonic()
+            index = self.start_frame
+            while not self._stop.is_set():
+                ok, image = capture.read()
+                if not ok:
+                    break
+                published = self._encode(index, fps, cast(Frame, image))
+                # Paced like the broadcast: frame i leaves at start + i / fps.
+                delay = started + (index - self.start_frame) / fps - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                self._loop.call_soon_threadsafe(self._publish, published)
+                index += 1
+            self._loop.call_soon_threadsafe(self._publish, _End())
+        except Exception as error:  # reported to the viewers, who turn it into a status
+            log.exception("hub failed", extra={"match": self.key.stem})
+            self._loop.call_soon_threadsafe(self._publish, _End(error))
+        finally:
+            capture.release()
+            OpenCaptures.add(-1)
+
+    def _encode(self, index: int, fps: float, image: Frame) -> Published:
+        messages: dict[Format, bytes] = {}
+        for fmt in list(self._formats):
+            video = encode(image, fmt[0], fmt[1])
+            video.frame_index = index
+            video.timestamp = index / fps
+            messages[fmt] = video.SerializeToString()
+        return Published(index, messages)
+
+
+class Hubs:
+    """The live hubs of one server, by match."""
+
+    def __init__(self) -> None:
+        self._hubs: dict[Path, list[Hub]] = {}
+
+    def watch(
+        self, path: Path, fmt: Format, start_frame: int, queue_frames: int = QUEUE_FRAMES
+    ) -> tuple[Hub, Viewer]:
+        hubs = self._hubs.setdefault(path, [])
+        hub = next((h for h in hubs if h.can_join(start_frame)), None)
+        if hub is None:
+            hub = Hub(path, start_frame, asyncio.get_running_loop())
+            hubs.append(hub)
+        return hub, hub.join(fmt, start_frame, queue_frames)
+
+    def leave(self, hub: Hub, viewer: Viewer) -> None:
+        if hub.leave(viewer) or hub.ended:
+            hubs = self._hubs.get(hub.key, [])
+            if hub in hubs and not hub.viewers:
+                hubs.remove(hub)
+            if not hubs:
+                self._hubs.pop(hub.key, None)
+
+    def stop_all(self) -> None:
+        for hubs in self._hubs.values():
+            for hub in hubs:
+                hub.stop(HubStopped())
+
+    @property
+    def count(self) -> int:
+        return sum(len(h) for h in self._hubs.values())

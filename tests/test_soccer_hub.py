@@ -1,0 +1,75 @@
+"""The broadcast hub: one decoder per match shared by live viewers, and its skip policy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from api import soccer_pb2, soccer_pb2_grpc
+from grpckit.server import Server
+from soccer.hub import Published, Viewer
+from soccer.server import SoccerConfig, start
+from soccer.video import OpenCaptures
+from tests.conftest import Connect, client_tls, eventually, server_config
+
+
+@pytest.fixture
+async def soccer(
+    pki: Path, videos: Path, connect: Connect
+) -> AsyncIterator[soccer_pb2_grpc.SoccerAsyncStub]:
+    server: Server = await start(SoccerConfig(server_config(pki, "soccer"), videos))
+    yield soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki)))
+    await server.stop(0)
+
+
+async def no_captures() -> None:
+    assert OpenCaptures.count == 0
+
+
+async def test_live_viewers_of_a_match_share_one_decoder(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+) -> None:
+    first = soccer.Watch(soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG), timeout=30)
+    first_frames = first.__aiter__()
+    early = [await anext(first_frames) for _ in range(5)]
+    # Joins while the hub still holds frame 0 in its backlog: it gets every frame too.
+    second = soccer.Watch(soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG), timeout=30)
+    second_frames = second.__aiter__()
+    late = [await anext(second_frames)]
+    assert OpenCaptures.count == 1
+    early += [v async for v in first_frames]
+    late += [v async for v in second_frames]
+    assert [v.frame_index for v in early] == [v.frame_index for v in late] == list(range(30))
+    assert [v.data for v in early] == [v.data for v in late]
+    await eventually(no_captures)
+
+
+async def test_a_start_frame_outside_the_backlog_gets_its_own_decoder(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+) -> None:
+    first = soccer.Watch(soccer_pb2.Match(id="small", max_frames=3), timeout=30)
+    other = soccer.Watch(soccer_pb2.Match(id="small", start_frame=20, max_frames=3), timeout=30)
+    assert [v.frame_index async for v in other] == [20, 21, 22]
+    assert [v.frame_index async for v in first] == [0, 1, 2]
+    await eventually(no_captures)
+
+
+def published(index: int) -> Published:
+    message = soccer_pb2.Video(frame_index=index).SerializeToString()
+    return Published(index, {(soccer_pb2.RAW, 0): message})
+
+
+async def test_a_viewer_that_falls_behind_skips_to_the_newest_frame() -> None:
+    viewer = Viewer((soccer_pb2.RAW, 0), next_index=0, queue_frames=4)
+    for index in range(4):
+        viewer.offer(published(index))
+    viewer.offer(published(4))  # the queue is full: frames 0-3 are dropped
+    viewer.offer(published(5))
+    frames = viewer.frames()
+    received = [soccer_pb2.Video.FromString(await anext(frames)) for _ in range(2)]
+    assert [(v.frame_index, v.skipped_frames) for v in received] == [(4, 4), (5, 4)]
+    await frames.aclose()
+    assert not asyncio.all_tasks() - {asyncio.current_task()}
