@@ -1,4 +1,7 @@
-"""One structured log line per call: method, peer, status code and duration."""
+"""What every call goes through: one structured log line (method, peer, client, status
+code, duration), a count of calls in flight, and INVALID_ARGUMENT for requests that do not
+decode (gRPC would otherwise answer UNKNOWN and log a traceback).
+"""
 
 import asyncio
 import inspect
@@ -33,7 +36,7 @@ def _final_code(context: ServicerContext[Any, Any], error: BaseException | None)
 
 class _Call:
     def __init__(
-        self, method: str, context: ServicerContext[Any, Any], gauge: "AccessLogInterceptor"
+        self, method: str, context: ServicerContext[Any, Any], gauge: "CallInterceptor"
     ) -> None:
         self.method = method
         self.context = context
@@ -59,10 +62,34 @@ class _Call:
         )
 
 
-def _wrap_unary(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor") -> Behaviour:
+class _Undecodable:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # any decoding failure is the caller's bad input
+            return _Undecodable(error)
+
+    return deserialize
+
+
+async def _reject_undecodable(request: Any, context: ServicerContext[Any, Any]) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}")
+
+
+def _wrap_unary(method: str, behaviour: Behaviour, gauge: "CallInterceptor") -> Behaviour:
     async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> Any:
         call = _Call(method, context, gauge)
         try:
+            await _reject_undecodable(request, context)
             response = await behaviour(request, context)
         except BaseException as error:
             call.done(error)
@@ -73,7 +100,7 @@ def _wrap_unary(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor"
     return wrapper
 
 
-def _wrap_stream(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor") -> Behaviour:
+def _wrap_stream(method: str, behaviour: Behaviour, gauge: "CallInterceptor") -> Behaviour:
     if not inspect.isasyncgenfunction(behaviour):
         # Writes through context.write(): it is awaited like a unary behaviour.
         return _wrap_unary(method, behaviour, gauge)
@@ -81,6 +108,7 @@ def _wrap_stream(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor
     async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = _Call(method, context, gauge)
         try:
+            await _reject_undecodable(request, context)
             async for response in behaviour(request, context):
                 yield response
         except BaseException as error:
@@ -95,8 +123,8 @@ def _wrap_stream(method: str, behaviour: Behaviour, gauge: "AccessLogInterceptor
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Also counts the calls in flight, which shutdown reports and tests wait on."""
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts the calls in flight too: shutdown reports them and tests wait on them."""
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -112,7 +140,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             return cast(Handler, None)
         method = handler_call_details.method
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from grpckit import logs
 from grpckit.config import ServerConfig
-from grpckit.interceptors import AccessLogInterceptor
+from grpckit.interceptors import CallInterceptor
 from grpckit.options import SERVER_OPTIONS
 from grpckit.tls import server_credentials
 from grpckit.workers import run_workers
@@ -49,8 +49,8 @@ class Server:
         self.stopping = asyncio.Event()
         self._names = [s.name for s in services]
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._access_log = AccessLogInterceptor()
-        self.grpc = grpc.aio.server(interceptors=[self._access_log], options=SERVER_OPTIONS)
+        self._calls = CallInterceptor()
+        self.grpc = grpc.aio.server(interceptors=[self._calls], options=SERVER_OPTIONS)
         for service in services:
             service.register(self)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -80,7 +80,7 @@ class Server:
 
     @property
     def calls_in_flight(self) -> int:
-        return self._access_log.in_flight
+        return self._calls.in_flight
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a background task for as long as the server runs."""

@@ -89,7 +89,7 @@ func watch(ctx context.Context, dc dialConfig, wc watchConfig, perViewer bool) (
 	window, cancel := context.WithDeadline(ctx, start.Add(wc.duration))
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, conn := range conns {
+	for i := range conns {
 		wg.Add(1)
 		go func(i int, conn *grpc.ClientConn) {
 			defer wg.Done()
