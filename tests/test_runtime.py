@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -88,9 +89,34 @@ async def test_reflection_lists_every_service(farm: Server, connect: Connect, pk
     assert names == {CHEESE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
-@pytest.mark.parametrize("client", ["plaintext", "no-certificate", "foreign-ca", "foreign-trust"])
+@pytest.fixture(scope="module")
+def expired_client(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> ClientTls:
+    """A client certificate from the right CA whose validity ended yesterday."""
+    directory = tmp_path_factory.mktemp("expired")
+    key, csr, crt = directory / "old.key", directory / "old.csr", directory / "old.crt"
+    extensions = directory / "ext"
+    extensions.write_text("extendedKeyUsage=clientAuth\n")
+    for command in (
+        ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key],
+        ["req", "-new", "-key", key, "-subj", "/CN=expired", "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", pki / "ca.crt", "-CAkey", pki / "ca.key",
+         "-days", "-1", "-extfile", extensions, "-out", crt],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ClientTls(pki / "ca.crt", crt, key)
+
+
+@pytest.mark.parametrize(
+    "client",
+    ["plaintext", "no-certificate", "foreign-ca", "foreign-trust", "expired", "name-mismatch"],
+)
 async def test_handshakes_without_a_valid_client_certificate_are_refused(
-    farm: Server, connect: Connect, pki: Path, foreign_pki: Path, client: str
+    farm: Server,
+    connect: Connect,
+    pki: Path,
+    foreign_pki: Path,
+    expired_client: ClientTls,
+    client: str,
 ) -> None:
     tls: ClientTls | None = {
         "plaintext": None,
@@ -99,6 +125,9 @@ async def test_handshakes_without_a_valid_client_certificate_are_refused(
             pki / "ca.crt", foreign_pki / "client.crt", foreign_pki / "client.key"
         ),
         "foreign-trust": client_tls(foreign_pki),
+        "expired": expired_client,
+        # The cheese server's certificate does not name "movie": the client must refuse it.
+        "name-mismatch": ClientTls(pki / "ca.crt", pki / "client.crt", pki / "client.key", "movie"),
     }[client]
     channel = connect(farm.port, tls)
     stub = cheese_pb2_grpc.CheeseServiceStub(channel)
@@ -191,8 +220,6 @@ async def test_process_serves_then_exits_0_on_sigterm(
 
 
 def test_help_documents_every_setting_and_its_variable() -> None:
-    import subprocess
-
     for service, variables in {
         "cheese": ["CHEESE_PREP_SECONDS"],
         "movie": ["MOVIE_CATALOGUE", "MOVIE_RELOAD_SECONDS"],
@@ -244,3 +271,34 @@ async def test_health_probe_for_container_healthchecks(
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == code, err
     assert (out.decode().strip() == "SERVING") == (code == 0)
+
+
+async def test_rotated_certificates_are_used_for_new_connections_without_a_restart(
+    pki: Path, foreign_pki: Path, connect: Connect, tmp_path: Path
+) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("cheese.crt", "cheese.key", "ca.crt"):
+        (live / name).write_bytes((pki / name).read_bytes())
+    server = await start(CheeseConfig(server_config(live, "cheese"), 0.0))
+    try:
+        old = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
+        assert (await old.Order(cheese_pb2.CheeseRequest(), timeout=5)).age > 0
+
+        # Rotate everything to a new CA: server identity and the CA clients must chain to.
+        for name in ("cheese.crt", "cheese.key", "ca.crt"):
+            staged = live / f".{name}"
+            staged.write_bytes((foreign_pki / name).read_bytes())
+            staged.replace(live / name)
+
+        new = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(foreign_pki)))
+        assert (await new.Order(cheese_pb2.CheeseRequest(), timeout=5)).age > 0
+        # The connection made before the rotation keeps working until it closes...
+        assert (await old.Order(cheese_pb2.CheeseRequest(), timeout=5)).age > 0
+        # ...while a new connection with the old credentials is refused.
+        stale = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stale.Order(cheese_pb2.CheeseRequest(), timeout=5, wait_for_ready=False)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
