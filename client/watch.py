@@ -109,6 +109,8 @@ class Summary:
     first_frame: int | None = None
     last_frame: int | None = None
     skipped: int = 0
+    # Times the stream broke and was resumed from the next frame.
+    resumed: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def add(self, video: soccer_pb2.Video) -> None:
@@ -144,6 +146,7 @@ class Summary:
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
             "skipped": self.skipped,
+            "resumed": self.resumed,
         }
 
 
@@ -172,6 +175,11 @@ class Progress:
         self.stream.write(f"{prefix}{line.ljust(self._width)}\n")
         self.stream.flush()
         self._width = 0
+
+    def note(self, message: str) -> None:
+        self.close()
+        self.stream.write(f"{message}\n")
+        self.stream.flush()
 
     def close(self) -> None:
         """End a live line left unfinished, so an error message starts on a line of its own."""
@@ -203,27 +211,63 @@ async def wait_connected(channel: grpc.aio.Channel, target: str) -> None:
         ) from None
 
 
+RESUME_ATTEMPTS = 5
+
+
+def resumed_request(match: soccer_pb2.Match, summary: Summary) -> soccer_pb2.Match | None:
+    """The request that continues where the stream broke off; None when nothing is left."""
+    request = soccer_pb2.Match()
+    request.CopyFrom(match)
+    if summary.last_frame is not None:
+        request.start_frame = summary.last_frame + 1
+    if match.max_frames:
+        request.max_frames = match.max_frames - summary.frames
+        if request.max_frames <= 0:
+            return None
+    return request
+
+
 async def watch(
     channel: grpc.aio.Channel, match: soccer_pb2.Match, deadline: float | None, save: Path | None
 ) -> Summary:
-    """Receive the whole stream; the call is cancelled whichever way this ends."""
-    call = soccer_pb2_grpc.SoccerStub(channel).Watch(match, timeout=deadline)
+    """Receive the whole stream, resuming after a server restart from the next frame.
+
+    A stream that breaks with UNAVAILABLE (the server shut down or died) is called again
+    with `start_frame` set to the first frame not received, so no frame is lost; the
+    channel waits for the server to be back. Each call is cancelled however this ends.
+    """
+    stub = soccer_pb2_grpc.SoccerStub(channel)
     summary = Summary(match.id, soccer_pb2.Encoding.Name(match.encoding).lower())
     recorder = Recorder(save) if save else None
     progress = Progress(sys.stderr)
+    request: soccer_pb2.Match | None = match
+    failures = 0
     try:
-        async for video in call:
-            frame = decode_frame(video)
-            summary.add(video)
-            if recorder:
-                recorder.add(frame, video.frame_index, video.timestamp)
-            progress.update(summary)
+        while request is not None:
+            call = stub.Watch(request, timeout=deadline)
+            try:
+                async for video in call:
+                    frame = decode_frame(video)
+                    summary.add(video)
+                    failures = 0
+                    if recorder:
+                        recorder.add(frame, video.frame_index, video.timestamp)
+                    progress.update(summary)
+                request = None
+            except grpc.aio.AioRpcError as error:
+                failures += 1
+                if error.code() != grpc.StatusCode.UNAVAILABLE or failures > RESUME_ATTEMPTS:
+                    raise
+                request = resumed_request(match, summary)
+                summary.resumed += 1
+                progress.note(f"stream broke ({error.details()}); resuming")
+            finally:
+                call.cancel()
         progress.finish(summary)
     except asyncio.CancelledError:
         progress.finish(summary, "  (interrupted)")
         raise
     finally:
-        call.cancel()
         progress.close()
         if recorder:
             recorder.close()

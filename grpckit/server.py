@@ -48,6 +48,8 @@ class Server:
         # Set once shutdown starts: long streams watch it to end cleanly, not be cut off.
         self.stopping = asyncio.Event()
         self._names = [s.name for s in services]
+        # Each register() files its servicer here by service name, for tests and diagnostics.
+        self.servicers: dict[str, object] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls = CallInterceptor()
         self.grpc = grpc.aio.server(interceptors=[self._calls], options=SERVER_OPTIONS)

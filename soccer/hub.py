@@ -231,6 +231,5 @@ class Hubs:
             for hub in hubs:
                 hub.stop(HubStopped())
 
-    @property
-    def count(self) -> int:
-        return sum(len(h) for h in self._hubs.values())
+    def live(self) -> list[Hub]:
+        return [hub for hubs in self._hubs.values() for hub in hubs]

@@ -179,6 +179,7 @@ def build(config: SoccerConfig) -> Server:
     def register(server: Server) -> None:
         servicer = SoccerServicer(config.videos_dir, server.stopping)
         servicer.register(server.grpc)
+        server.servicers[SERVICE_NAME] = servicer
         # Live viewers wait on their hub, not on the clock: wake them when shutdown starts.
         server.spawn(_stop_hubs_on(server.stopping, servicer.hubs))
 

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -16,9 +16,9 @@ from cheese.server import start as start_cheese
 from grpckit.server import Server
 from movie.server import DEFAULT_CATALOGUE, MovieConfig
 from movie.server import start as start_movie
-from soccer.server import SoccerConfig
+from soccer.server import SoccerConfig, SoccerServicer
 from soccer.server import start as start_soccer
-from tests.conftest import ROOT, server_config
+from tests.conftest import ROOT, eventually, server_config
 
 
 @dataclass
@@ -110,3 +110,42 @@ async def test_errors_are_one_line_and_a_non_zero_exit(
     assert result.code == code
     assert message in result.err
     assert "Traceback" not in result.err
+
+
+async def test_watch_resumes_after_a_server_restart_without_losing_a_frame(
+    pki: Path, videos: Path
+) -> None:
+    from tests.test_runtime import free_port
+
+    config = SoccerConfig(server_config(pki, "soccer", grace=0.5), videos)
+    config = SoccerConfig(replace(config.server, port=free_port()), videos)
+    first = await start_soccer(config)
+    env = {
+        **os.environ,
+        "SOCCER_TARGET": f"localhost:{config.server.port}",
+        "TLS_CA": str(pki / "ca.crt"),
+        "TLS_CERT": str(pki / "client.crt"),
+        "TLS_KEY": str(pki / "client.key"),
+    }
+    watching = asyncio.create_task(run(env, "soccer", "watch", "small", "--encoding", "jpeg"))
+
+    async def streaming() -> None:
+        # Well into the match, so the client has frames to resume after (before the first
+        # frame, gRPC's own retry policy would retry the call and hide the break).
+        servicer = first.servicers["stream.Soccer"]
+        assert isinstance(servicer, SoccerServicer)
+        assert any(hub.next_index >= 10 for hub in servicer.hubs.live())
+
+    await eventually(streaming)
+    await first.stop()
+    second = await start_soccer(config)  # the same port, as after a container restart
+    try:
+        result = await watching
+    finally:
+        await second.stop(0)
+    assert result.code == 0, result.err
+    summary = result.out[-1]
+    resumed = summary["resumed"]
+    assert isinstance(resumed, int) and resumed >= 1
+    assert (summary["frames"], summary["first_frame"], summary["last_frame"]) == (30, 0, 29)
+    assert summary["skipped"] == 0
