@@ -127,4 +127,11 @@ ps: ## the services and their health
 
 .PHONY: e2e
 e2e: venv engine images certs demo-video grpcurl ## end to end over the compose network, then down
-	scripts/e2e.sh
+	scripts/stack-test.sh
+
+# Faults under load on the stack; the movie catalogue is a scratch copy the test replaces.
+.PHONY: chaos
+chaos: venv engine images certs demo-video ## kill, stop and corrupt under load (prints recovery times)
+	scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; chmod 755 "$$scratch"; \
+	cp movie/data/movies.json "$$scratch/"; \
+	MOVIE_DATA_DIR="$$scratch" scripts/stack-test.sh -m chaos tests/chaos -s

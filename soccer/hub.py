@@ -105,9 +105,9 @@ class Hub:
         self.next_index = start_frame
         self.ended = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"hub-{key.stem}-{start_frame}", daemon=True
-        )
+        # Not a daemon: the interpreter waits for it at exit instead of tearing OpenCV down
+        # under a running decode (seen as a segfault on SIGTERM). Stopping ends it promptly.
+        self._thread = threading.Thread(target=self._run, name=f"hub-{key.stem}-{start_frame}")
 
     # --- on the event loop ---------------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""What the running containers and the built images hold: no private key baked in, keys
+mounted read-only and not world-readable, non-root, read-only root, no capabilities."""
+
+import io
+import json
+import re
+import subprocess
+import tarfile
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_compose import compose
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ["cheese", "movie", "soccer"]
+IMAGES = [f"grpcdemo-{name}:latest" for name in (*SERVICES, "client", "base", "video-base")]
+PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+
+
+def inspect(service: str) -> dict[str, Any]:
+    container = compose("ps", "--quiet", service).stdout.strip()
+    output = subprocess.run(
+        ["docker", "inspect", container], capture_output=True, text=True, check=True
+    ).stdout
+    details: dict[str, Any] = json.loads(output)[0]
+    return details
+
+
+def private_keys_in(layer: tarfile.TarFile) -> list[str]:
+    found = []
+    for member in layer:
+        if not member.isfile() or member.size > 8 * 1024 * 1024:
+            continue
+        content = layer.extractfile(member)
+        if content is not None and PRIVATE_KEY.search(content.read()):
+            found.append(member.name)
+    return found
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_no_image_contains_a_private_key(image: str) -> None:
+    """Every layer, so that a key added and later deleted is found too."""
+    saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+    found = []
+    with tarfile.open(fileobj=io.BytesIO(saved)) as archive:
+        layers = [m for m in archive if m.name.endswith(".tar")]
+        assert layers, "no layers found in docker save output"
+        for member in layers:
+            blob = archive.extractfile(member)
+            assert blob is not None
+            with tarfile.open(fileobj=io.BytesIO(blob.read())) as layer:
+                found += private_keys_in(layer)
+    assert found == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_keys_are_mounted_read_only_and_not_world_readable(service: str) -> None:
+    mounts = {m["Destination"]: m for m in inspect(service)["Mounts"]}
+    key = mounts["/run/secrets/server.key"]
+    assert key["RW"] is False
+    mode = compose("exec", "-T", service, "stat", "-c", "%a", "/run/secrets/server.key").stdout
+    assert int(mode.strip(), 8) & 0o007 == 0, f"world-accessible key: {mode}"
+    # Only its own key: no other service's, no client key, no CA key.
+    secrets = compose("exec", "-T", service, "ls", "/run/secrets").stdout.split()
+    assert sorted(secrets) == ["ca.crt", "server.crt", "server.key"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_containers_run_hardened(service: str) -> None:
+    details = inspect(service)
+    host = details["HostConfig"]
+    assert details["Config"]["User"] not in ("", "0", "root")
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] or host["CapDrop"] == ["all"]
+    assert any("no-new-privileges" in option for option in host["SecurityOpt"])
+    uid = compose("exec", "-T", service, "id", "-u").stdout.strip()
+    assert uid == "10001"
+    denied = compose("exec", "-T", service, "touch", "/app/x", check=False)
+    assert denied.returncode != 0
