@@ -79,7 +79,9 @@ async def movie_director(settings: Settings, args: argparse.Namespace) -> int:
 
 async def health(settings: Settings, args: argparse.Namespace) -> int:
     """Exits 0 only for SERVING, so a shell or a compose healthcheck can rely on the code."""
-    async with open_channel(settings.target_for(args.service), settings.tls) as channel:
+    async with open_channel(
+        settings.target_for(args.service), settings.tls, watch_health=False
+    ) as channel:
         status = await health_status(channel, args.name, settings.deadline)
     emit({"service": args.name, "status": status})
     return 0 if status == "SERVING" else EXIT_RPC

@@ -19,9 +19,18 @@ class ClientTls:
     server_name: str | None = None
 
 
-def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
-    """An aio channel to `target`; `tls=None` is plaintext, for development only."""
+def open_channel(
+    target: str, tls: ClientTls | None, *, watch_health: bool = True
+) -> grpc.aio.Channel:
+    """An aio channel to `target`; `tls=None` is plaintext, for development only.
+
+    It sends calls only to servers that report SERVING. Tools that ask about health
+    themselves (probes, `client health`) pass `watch_health=False`, or a NOT_SERVING
+    server would look unreachable to them instead of answering NOT_SERVING.
+    """
     options: ChannelOptions = list(CHANNEL_OPTIONS)
+    if not watch_health:
+        options.append(("grpc.inhibit_health_checking", 1))
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     if tls.server_name:

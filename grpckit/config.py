@@ -42,6 +42,7 @@ class ServerConfig:
     grace_seconds: float
     log_level: str
     workers: int = 1
+    drain_seconds: float = 1.0
 
     @property
     def address(self) -> str:
@@ -72,6 +73,13 @@ class ConfigParser:
         self.add(
             "--grace", "SHUTDOWN_GRACE", 10.0, "seconds in-flight calls get on shutdown", float
         )
+        self.add(
+            "--drain",
+            "SHUTDOWN_DRAIN",
+            1.0,
+            "seconds of serving on after NOT_SERVING, before new calls are refused",
+            float,
+        )
         self.add("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", str)
         self.add(
             "--workers",
@@ -101,5 +109,7 @@ class ConfigParser:
         if args.workers > 1 and args.port == 0:
             self.parser.error("--workers needs a fixed --port: each worker must bind the same one")
         tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
-        server = ServerConfig(args.host, args.port, tls, args.grace, args.log_level, args.workers)
+        server = ServerConfig(
+            args.host, args.port, tls, args.grace, args.log_level, args.workers, args.drain
+        )
         return server, args

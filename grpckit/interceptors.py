@@ -42,6 +42,10 @@ class _Call:
         self.context = context
         self.gauge = gauge
         self.start = time.perf_counter()
+        # Read while the call is alive: asking a cancelled call for its peer can crash the
+        # process (a use-after-free in gRPC's core, seen as SIGSEGV when viewers cancel).
+        self.peer = context.peer()
+        self.client = _client_name(context)
         gauge.in_flight += 1
 
     def done(self, error: BaseException | None) -> None:
@@ -53,8 +57,8 @@ class _Call:
             "call",
             extra={
                 "method": self.method,
-                "peer": self.context.peer(),
-                "client": _client_name(self.context),
+                "peer": self.peer,
+                "client": self.client,
                 "code": code.name,
                 "duration_ms": round((time.perf_counter() - self.start) * 1000, 3),
             },
@@ -121,6 +125,7 @@ def _wrap_stream(method: str, behaviour: Behaviour, gauge: "CallInterceptor") ->
 
 # Generic only in grpc-stubs, so the alias must stay a string at run time.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -128,6 +133,25 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self._health_watches: set[asyncio.Task[Any]] = set()
+
+    def end_health_watches(self) -> None:
+        for task in self._health_watches:
+            task.cancel()
+
+    def _tracked(self, behaviour: Behaviour) -> Behaviour:
+        """A health watch whose task shutdown can cancel (it writes through context.write)."""
+
+        async def watch(request: Any, context: ServicerContext[Any, Any]) -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._health_watches.add(task)
+            try:
+                return await behaviour(request, context)
+            finally:
+                self._health_watches.discard(task)
+
+        return watch
 
     async def intercept_service(
         self,
@@ -148,8 +172,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 _wrap_unary(method, handler.unary_unary, self), **kwargs
             )
         if handler.unary_stream:
+            behaviour = handler.unary_stream
+            if method == HEALTH_WATCH:
+                behaviour = self._tracked(behaviour)
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream, self), **kwargs
+                _wrap_stream(method, behaviour, self), **kwargs
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(

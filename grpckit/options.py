@@ -33,8 +33,13 @@ SERVER_OPTIONS: Final[ChannelOptions] = [
 
 # Retry only UNAVAILABLE (the call never reached a handler, or the server is restarting)
 # and wait for the channel to be ready instead of failing fast while a server restarts.
+# round_robin over every address the name resolves to, and client-side health checking:
+# a server that reports NOT_SERVING (it is shutting down) gets no new calls, so none
+# reaches it in the moment it stops. Clients in other languages should do the same.
 SERVICE_CONFIG: Final = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [
             {
                 "name": [{}],
@@ -47,7 +52,7 @@ SERVICE_CONFIG: Final = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 

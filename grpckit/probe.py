@@ -18,7 +18,7 @@ from grpckit.config import ConfigParser, ServerConfig
 
 async def probe(config: ServerConfig, service: str, deadline: float) -> str:
     tls = None if config.tls is None else ClientTls(config.tls.ca, config.tls.cert, config.tls.key)
-    async with open_channel(f"localhost:{config.port}", tls) as channel:
+    async with open_channel(f"localhost:{config.port}", tls, watch_health=False) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = await stub.Check(
             health_pb2.HealthCheckRequest(service=service), timeout=deadline, wait_for_ready=False

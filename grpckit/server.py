@@ -51,6 +51,7 @@ class Server:
         # Each register() files its servicer here by service name, for tests and diagnostics.
         self.servicers: dict[str, object] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped: asyncio.Future[None] | None = None
         self._calls = CallInterceptor()
         self.grpc = grpc.aio.server(interceptors=[self._calls], options=SERVER_OPTIONS)
         for service in services:
@@ -91,15 +92,37 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then refuse new calls and give in-flight ones `grace` seconds."""
-        if self.stopping.is_set():
-            return
+        """Drain, then stop: no call is refused that a client could have sent elsewhere.
+
+        1. NOT_SERVING, pushed at once to every health watcher: clients that check health
+           (our channels do, see grpckit/options.py) stop picking this server.
+        2. Keep serving for the drain time, so calls already on their way are served.
+        3. End the health watches (they never end by themselves and would hold the grace
+           period open), refuse new calls, and give in-flight ones `grace` seconds.
+        Calls still queued inside gRPC when it stops get CANCELLED (grpc/grpc#41785): the
+        drain is what keeps that window empty for clients that watch health.
+        """
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop(grace))
+        # A second caller waits for the same shutdown rather than return before it is done.
+        await asyncio.shield(self._stopped)
+
+    async def _stop(self, grace: float | None) -> None:
         self.stopping.set()
         await self.health.enter_graceful_shutdown()
         grace = self.config.grace_seconds if grace is None else grace
+        drain = min(self.config.drain_seconds, grace)
         log.info(
-            "shutting down", extra={"grace_seconds": grace, "calls_in_flight": self.calls_in_flight}
+            "shutting down",
+            extra={
+                "drain_seconds": drain,
+                "grace_seconds": grace,
+                "calls_in_flight": self.calls_in_flight,
+            },
         )
+        if drain > 0:
+            await asyncio.sleep(drain)
+        self._calls.end_health_watches()
         await self.grpc.stop(grace)
         for task in list(self._tasks):
             task.cancel()

@@ -62,8 +62,10 @@ async def connect() -> AsyncIterator[Connect]:
     """Opens channels to localhost:port (mutual TLS by default) and closes them after the test."""
     channels: list[grpc.aio.Channel] = []
 
-    def _connect(port: int, tls: ClientTls | None) -> grpc.aio.Channel:
-        channel = open_channel(f"localhost:{port}", tls)
+    def _connect(
+        port: int, tls: ClientTls | None, *, watch_health: bool = True
+    ) -> grpc.aio.Channel:
+        channel = open_channel(f"localhost:{port}", tls, watch_health=watch_health)
         channels.append(channel)
         return channel
 

@@ -8,7 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ async def test_health_is_not_serving_until_ready_then_serving(pki: Path, connect
     server = build(CheeseConfig(server_config(pki, "cheese"), 0.0))
     await server.start()
     try:
-        channel = connect(server.port, client_tls(pki))
+        channel = connect(server.port, client_tls(pki), watch_health=False)
         assert await check(channel) == NOT_SERVING
         assert await check(channel, CHEESE) == NOT_SERVING
         await server.set_serving()
@@ -62,7 +63,7 @@ async def test_shutdown_flips_health_first_and_lets_in_flight_calls_finish(
     pki: Path, connect: Connect
 ) -> None:
     server = await start(CheeseConfig(server_config(pki, "cheese", grace=10), 1.0))
-    channel = connect(server.port, client_tls(pki))
+    channel = connect(server.port, client_tls(pki), watch_health=False)
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=CHEESE))
     updates = watch.__aiter__()
     assert (await updates.__anext__()).status == SERVING
@@ -302,3 +303,40 @@ async def test_rotated_certificates_are_used_for_new_connections_without_a_resta
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+
+
+async def test_a_restart_under_load_fails_no_call(pki: Path, connect: Connect) -> None:
+    """Clients watch health, so the drain after NOT_SERVING sends no call into the stop."""
+    config = CheeseConfig(replace(server_config(pki, "cheese", grace=5), port=free_port()), 0.0)
+    server = await start(config)
+    stub = cheese_pb2_grpc.CheeseServiceStub(connect(config.server.port, client_tls(pki)))
+    done: list[int] = []
+    errors: list[str] = []
+    running = True
+
+    async def caller() -> None:
+        while running:
+            try:
+                done.append((await stub.Order(cheese_pb2.CheeseRequest(), timeout=30)).age)
+            except grpc.aio.AioRpcError as error:
+                errors.append(f"{error.code().name}: {error.details()}")
+
+    callers = [asyncio.create_task(caller()) for _ in range(8)]
+
+    def served(count: int) -> Callable[[], Awaitable[None]]:
+        async def check() -> None:
+            assert len(done) >= count
+
+        return check
+
+    try:
+        await eventually(served(200))
+        await server.stop()
+        before = len(done)
+        server = await start(config)  # the same port, as after a container restart
+        await eventually(served(before + 200))
+    finally:
+        running = False
+        await asyncio.gather(*callers)
+        await server.stop(0)
+    assert errors == []

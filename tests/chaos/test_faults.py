@@ -139,13 +139,6 @@ async def test_sigkill_during_watch_resumes_without_losing_a_frame(
     assert (summary.first_frame, summary.last_frame, summary.skipped) == (0, 299, 0)
 
 
-@pytest.mark.xfail(
-    reason="open: unary calls that reach a server at the moment it shuts down fail with "
-    "CANCELLED (they were queued, not started, when grpc.aio stopped). The likely fix is "
-    "client-side health checking (healthCheckConfig with round_robin) plus a short drain "
-    "after NOT_SERVING; see the issue notes.",
-    strict=False,
-)
 async def test_sigterm_drains_unary_calls_and_ends_streams_cleanly(
     channels: dict[str, grpc.aio.Channel],
 ) -> None:
