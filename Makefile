@@ -64,6 +64,11 @@ test: lint unit e2e ## everything CI runs: lint, unit suite, end-to-end on compo
 run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on the host (mutual TLS)
 	$(BIN)/python -m $*
 
+.PHONY: bench
+bench: proto certs ## benchmarks against a seed-style baseline (minutes; never part of make test)
+	scripts/go-tool.sh ghz github.com/bojand/ghz/cmd/ghz@v0.121.0
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 .PHONY: clean
 clean: ## remove generated code, the virtualenv and caches (keeps certs and videos)
 	rm -rf api $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -27,6 +27,7 @@ type dialConfig struct {
 	key        string
 	serverName string
 	insecure   bool
+	window     int32 // HTTP/2 stream and connection window; 0 = gRPC's dynamic (BDP) default
 }
 
 func (d dialConfig) credentials() (credentials.TransportCredentials, error) {
@@ -60,14 +61,18 @@ func (d dialConfig) dial(ctx context.Context) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(
-		"passthrough:///"+d.addr,
+	options := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(
-			grpc.ForceCodec(rawCodec{}),
+			grpc.ForceCodecV2(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(maxReceiveBytes),
 		),
-	)
+	}
+	if d.window > 0 {
+		options = append(options,
+			grpc.WithStaticStreamWindowSize(d.window), grpc.WithStaticConnWindowSize(d.window))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+d.addr, options...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,7 @@
 // by hand so that it needs no generated code.
 //
 //	viewers watch -addr 127.0.0.1:50053 -ca ca.crt -cert client.crt -key client.key \
-//	    -viewers 8 -duration 6s [-encoding jpeg] [-unpaced] [-max-frames N]
+//	    -viewers 8 -duration 6s [-encoding jpeg] [-unpaced] [-frames N [-drain]]
 //	viewers list -addr 127.0.0.1:50052 -ca ... (or -insecure)
 //
 // Both print one JSON object on stdout.
@@ -33,6 +33,7 @@ func main() {
 	fs.StringVar(&dc.key, "key", "certs/client.key", "client key")
 	fs.StringVar(&dc.serverName, "server-name", "localhost", "name to verify the server certificate against")
 	fs.BoolVar(&dc.insecure, "insecure", false, "plaintext")
+	window := fs.Int("window", 0, "static HTTP/2 window in bytes (0 = gRPC's dynamic default)")
 	var wc watchConfig
 	var encoding string
 	var perViewer bool
@@ -41,13 +42,19 @@ func main() {
 	fs.StringVar(&wc.request.id, "match", "demo", "match id")
 	fs.StringVar(&encoding, "encoding", "raw", "raw or jpeg")
 	fs.Uint64Var(&wc.request.jpegQuality, "jpeg-quality", 0, "0 = server default")
-	fs.Uint64Var(&wc.request.maxFrames, "max-frames", 0, "0 = until the window closes or the video ends")
+	fs.Uint64Var(&wc.frames, "frames", 0, "stop after this many frames (0 = at the end of the window or video)")
+	fs.BoolVar(&wc.drain, "drain", false, "with -frames: ask the server for that many (Match.max_frames) and wait for it to end the stream, instead of cancelling")
 	fs.BoolVar(&wc.request.unpaced, "unpaced", false, "ask for frames as fast as they can be read")
 	fs.Float64Var(&wc.minFPS, "min-fps", 29, "every viewer must average at least this")
 	fs.DurationVar(&wc.maxLag, "max-lag", 200*time.Millisecond, "p99 frame lag must stay below this")
+	fs.DurationVar(&wc.maxFirst, "max-first", time.Second, "every viewer's first frame must arrive within this")
 	fs.BoolVar(&perViewer, "per-viewer", false, "include every viewer's figures")
 	_ = fs.Parse(os.Args[2:])
 
+	dc.window = int32(*window)
+	if wc.drain {
+		wc.request.maxFrames = wc.frames
+	}
 	ctx := context.Background()
 	var report any
 	var err error

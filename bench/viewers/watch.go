@@ -24,8 +24,11 @@ type watchConfig struct {
 	viewers  int
 	duration time.Duration
 	request  match
+	frames   uint64 // the viewer's frame budget; 0 = none
+	drain    bool   // after the budget, wait for the server to end the stream
 	minFPS   float64
 	maxLag   time.Duration
+	maxFirst time.Duration // a viewer queued behind others has not been served
 }
 
 type viewerResult struct {
@@ -35,7 +38,7 @@ type viewerResult struct {
 	FirstFrameMs float64 `json:"first_frame_ms"`
 	MaxLagMs     float64 `json:"max_lag_ms"`
 	Skipped      int64   `json:"skipped_frames"`
-	End          string  `json:"end"` // eof, window or error
+	End          string  `json:"end"` // eof, frames, window or error
 	Error        string  `json:"error,omitempty"`
 
 	lags    []float64 // seconds, one per frame after the first
@@ -43,30 +46,34 @@ type viewerResult struct {
 }
 
 type watchReport struct {
-	Mode           string         `json:"mode"`
-	Viewers        int            `json:"viewers"`
-	Encoding       string         `json:"encoding"`
-	Unpaced        bool           `json:"unpaced"`
-	WindowS        float64        `json:"window_s"`
-	ElapsedS       float64        `json:"elapsed_s"`
-	Frames         int            `json:"frames"`
-	MBPerS         float64        `json:"mb_per_s"`
-	FramesPerS     float64        `json:"frames_per_s"`
-	MinFPS         float64        `json:"min_fps"`
-	MeanFPS        float64        `json:"mean_fps"`
-	P50LagMs       float64        `json:"p50_lag_ms"`
-	P99LagMs       float64        `json:"p99_lag_ms"`
-	MaxFirstMs     float64        `json:"max_first_frame_ms"`
-	Errors         int            `json:"errors"`
-	FirstError     string         `json:"first_error,omitempty"`
-	ClientCPU      float64        `json:"client_cpu"` // CPU seconds per wall second
-	FPSOK          bool           `json:"fps_ok"`
-	LagOK          bool           `json:"lag_ok"`
-	OK             bool           `json:"ok"`
-	PerViewer      []viewerResult `json:"per_viewer,omitempty"`
-	DialS          float64        `json:"dial_s"`
-	ThresholdFPS   float64        `json:"threshold_fps"`
-	ThresholdLagMs float64        `json:"threshold_lag_ms"`
+	Mode             string         `json:"mode"`
+	FramesBudget     uint64         `json:"frames_budget"`
+	Drain            bool           `json:"drain"`
+	Viewers          int            `json:"viewers"`
+	Encoding         string         `json:"encoding"`
+	Unpaced          bool           `json:"unpaced"`
+	WindowS          float64        `json:"window_s"`
+	ElapsedS         float64        `json:"elapsed_s"`
+	Frames           int            `json:"frames"`
+	MBPerS           float64        `json:"mb_per_s"`
+	FramesPerS       float64        `json:"frames_per_s"`
+	MinFPS           float64        `json:"min_fps"`
+	MeanFPS          float64        `json:"mean_fps"`
+	P50LagMs         float64        `json:"p50_lag_ms"`
+	P99LagMs         float64        `json:"p99_lag_ms"`
+	MaxFirstMs       float64        `json:"max_first_frame_ms"`
+	Errors           int            `json:"errors"`
+	FirstError       string         `json:"first_error,omitempty"`
+	ClientCPU        float64        `json:"client_cpu"` // CPU seconds per wall second
+	FPSOK            bool           `json:"fps_ok"`
+	FirstOK          bool           `json:"first_frame_ok"`
+	LagOK            bool           `json:"lag_ok"`
+	OK               bool           `json:"ok"`
+	PerViewer        []viewerResult `json:"per_viewer,omitempty"`
+	DialS            float64        `json:"dial_s"`
+	ThresholdFPS     float64        `json:"threshold_fps"`
+	ThresholdLagMs   float64        `json:"threshold_lag_ms"`
+	ThresholdFirstMs float64        `json:"threshold_first_frame_ms"`
 }
 
 func watch(ctx context.Context, dc dialConfig, wc watchConfig, perViewer bool) (watchReport, error) {
@@ -91,10 +98,10 @@ func watch(ctx context.Context, dc dialConfig, wc watchConfig, perViewer bool) (
 	var wg sync.WaitGroup
 	for i := range conns {
 		wg.Add(1)
-		go func(i int, conn *grpc.ClientConn) {
+		go func(i int) {
 			defer wg.Done()
-			results[i] = view(window, conn, request, start, wc.duration)
-		}(i, conns[i])
+			results[i] = view(window, conns[i], request, start, wc)
+		}(i)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -130,7 +137,13 @@ func dialAll(ctx context.Context, dc dialConfig, n int) ([]*grpc.ClientConn, err
 	return conns, nil
 }
 
-func view(ctx context.Context, conn *grpc.ClientConn, request []byte, start time.Time, window time.Duration) viewerResult {
+// view watches until the video ends, the window closes, or it has `frames` frames (0: no
+// limit). With a frame budget the viewer either drains (waits for the server to end the
+// stream itself, as it does when it honours Match.max_frames) or cancels at once (for a
+// server that ignores max_frames and would otherwise keep sending).
+func view(ctx context.Context, conn *grpc.ClientConn, request []byte, start time.Time, wc watchConfig) viewerResult {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var r viewerResult
 	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, watchMethod)
 	if err == nil {
@@ -142,7 +155,8 @@ func view(ctx context.Context, conn *grpc.ClientConn, request []byte, start time
 	var first time.Duration
 	var firstTS float64
 	var f frame
-	for err == nil {
+	budget := int(wc.frames)
+	for err == nil && (budget == 0 || r.Frames < budget) {
 		if err = stream.RecvMsg(&f); err != nil {
 			break
 		}
@@ -160,17 +174,29 @@ func view(ctx context.Context, conn *grpc.ClientConn, request []byte, start time
 		r.Skipped = max(r.Skipped, f.skippedFrames)
 	}
 	r.endedAt = time.Since(start)
-	switch {
-	case errors.Is(err, io.EOF):
-		r.End = "eof"
-	case ctx.Err() != nil && (status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled):
-		// The window closed while the stream was still running: it counts to the deadline,
-		// so a viewer that stalled near the end is not flattered.
-		r.End = "window"
-		r.endedAt = window
-	default:
-		r.End = "error"
-		r.Error = err.Error()
+	if err == nil { // the budget is spent
+		r.End = "frames"
+		if wc.drain {
+			for err == nil {
+				err = stream.RecvMsg(&f)
+			}
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				r.End, r.Error = "error", "after the last frame: "+err.Error()
+			}
+		}
+	} else {
+		switch {
+		case errors.Is(err, io.EOF):
+			r.End = "eof"
+		case ctx.Err() != nil && (status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled):
+			// The window closed while the stream was still running: it counts to the
+			// deadline, so a viewer that stalled near the end is not flattered.
+			r.End = "window"
+			r.endedAt = wc.duration
+		default:
+			r.End = "error"
+			r.Error = err.Error()
+		}
 	}
 	if r.Frames >= 2 {
 		r.FPS = float64(r.Frames-1) / (r.endedAt - first).Seconds()
@@ -180,17 +206,20 @@ func view(ctx context.Context, conn *grpc.ClientConn, request []byte, start time
 
 func summarise(wc watchConfig, results []viewerResult, elapsed time.Duration, cpu, dialS float64, perViewer bool) watchReport {
 	rep := watchReport{
-		Mode:           "watch",
-		Viewers:        wc.viewers,
-		Encoding:       map[uint64]string{0: "raw", 1: "jpeg"}[wc.request.encoding],
-		Unpaced:        wc.request.unpaced,
-		WindowS:        wc.duration.Seconds(),
-		ElapsedS:       elapsed.Seconds(),
-		ClientCPU:      cpu,
-		DialS:          dialS,
-		ThresholdFPS:   wc.minFPS,
-		ThresholdLagMs: ms(wc.maxLag),
-		MinFPS:         math.Inf(1),
+		Mode:             "watch",
+		FramesBudget:     wc.frames,
+		Drain:            wc.drain,
+		Viewers:          wc.viewers,
+		Encoding:         map[uint64]string{0: "raw", 1: "jpeg"}[wc.request.encoding],
+		Unpaced:          wc.request.unpaced,
+		WindowS:          wc.duration.Seconds(),
+		ElapsedS:         elapsed.Seconds(),
+		ClientCPU:        cpu,
+		DialS:            dialS,
+		ThresholdFPS:     wc.minFPS,
+		ThresholdLagMs:   ms(wc.maxLag),
+		ThresholdFirstMs: ms(wc.maxFirst),
+		MinFPS:           math.Inf(1),
 	}
 	var lags []float64
 	var bytes int64
@@ -218,7 +247,8 @@ func summarise(wc watchConfig, results []viewerResult, elapsed time.Duration, cp
 	rep.FramesPerS = float64(rep.Frames) / elapsed.Seconds()
 	rep.FPSOK = rep.MinFPS >= wc.minFPS
 	rep.LagOK = len(lags) > 0 && rep.P99LagMs < ms(wc.maxLag)
-	rep.OK = rep.FPSOK && rep.LagOK && rep.Errors == 0
+	rep.FirstOK = rep.MaxFirstMs <= ms(wc.maxFirst)
+	rep.OK = rep.FPSOK && rep.LagOK && rep.FirstOK && rep.Errors == 0
 	if perViewer {
 		rep.PerViewer = results
 	}

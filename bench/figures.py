@@ -1,0 +1,189 @@
+"""Figures: one measured value next to the baseline's, the ratio, and the target it serves.
+
+Absolute numbers on a shared two-core machine drift from run to run; the ratio of two
+figures measured in the same run, interleaved, does much less, so targets are on ratios.
+"""
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Better = Literal["higher", "lower"]
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(present) if present else None
+
+
+@dataclass
+class Figure:
+    section: str
+    name: str
+    unit: str
+    value: float | None
+    baseline: float | None
+    better: Better = "higher"
+    baseline_label: str = "seed"
+    min_ratio: float | None = None
+    max_ratio: float | None = None
+    min_value: float | None = None
+    runs: Sequence[float | None] = ()
+    baseline_runs: Sequence[float | None] = ()
+    note: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or self.baseline is None or self.baseline == 0:
+            return None
+        return self.value / self.baseline
+
+    @property
+    def advantage(self) -> float | None:
+        """How many times better than the baseline, whichever way `better` points."""
+        ratio = self.ratio
+        if ratio is None or ratio == 0:
+            return None
+        return ratio if self.better == "higher" else 1 / ratio
+
+    @property
+    def target(self) -> str | None:
+        parts = []
+        if self.min_ratio is not None:
+            parts.append(f"ratio >= {self.min_ratio:g}")
+        if self.max_ratio is not None:
+            parts.append(f"ratio <= {self.max_ratio:g}")
+        if self.min_value is not None:
+            parts.append(f"value >= {self.min_value:g}")
+        return " and ".join(parts) or None
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        if self.value is None:
+            return False
+        checks = []
+        if self.min_ratio is not None or self.max_ratio is not None:
+            if self.baseline == 0:
+                # Anything beats a baseline that managed nothing at all.
+                checks.append(self.value > 0)
+            elif self.ratio is None:
+                return None
+            else:
+                if self.min_ratio is not None:
+                    checks.append(self.ratio >= self.min_ratio)
+                if self.max_ratio is not None:
+                    checks.append(self.ratio <= self.max_ratio)
+        if self.min_value is not None:
+            checks.append(self.value >= self.min_value)
+        return all(checks)
+
+    def to_json(self, run_at: str) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "name": self.name,
+            "unit": self.unit,
+            "value": self.value,
+            "baseline": self.baseline,
+            "baseline_label": self.baseline_label,
+            "ratio": self.ratio,
+            "better": self.better,
+            "target": self.target,
+            "met": self.met,
+            "runs": list(self.runs),
+            "baseline_runs": list(self.baseline_runs),
+            "note": self.note,
+            "detail": self.detail,
+            "run_at": run_at,
+        }
+
+
+def compare(
+    section: str,
+    name: str,
+    unit: str,
+    ours: Sequence[float | None],
+    seed: Sequence[float | None],
+    **kwargs: Any,
+) -> Figure:
+    """A figure from repeated runs of both sides: the median of each."""
+    return Figure(
+        section, name, unit, median(ours), median(seed), runs=ours, baseline_runs=seed, **kwargs
+    )
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def save(
+    path: Path, figures: Sequence[Figure], sections: Iterable[str], order: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Write this run's figures, keeping earlier figures of sections this run did not measure.
+
+    Entries are sorted by section in `order`.
+
+    `--only` runs one section at a time; merging keeps latest.json a full picture, and
+    every entry says when it was measured (`run_at`).
+    """
+    rerun = set(sections)
+    kept: list[dict[str, Any]] = []
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = []
+        if isinstance(previous, list):
+            kept = [e for e in previous if isinstance(e, dict) and e.get("section") not in rerun]
+    run_at = now()
+    entries = kept + [f.to_json(run_at) for f in figures]
+    rank = {name: i for i, name in enumerate(order)}
+    entries.sort(key=lambda e: rank.get(e["section"], len(rank)))  # stable: keeps row order
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, indent=2) + "\n")
+    return entries
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def table(entries: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table: one row per figure, ours next to the baseline."""
+    header = ("figure", "unit", "ours", "baseline", "ratio", "target", "met")
+    rows = [header]
+    for e in entries:
+        met = {True: "yes", False: "NO", None: ""}[e["met"]]
+        label = e["baseline_label"]
+        baseline = _number(e["baseline"]) + (
+            "" if label == "seed" or e["baseline"] is None else f" ({label})"
+        )
+        ratio = "-" if e["ratio"] is None else f"{e['ratio']:.2f}x"
+        rows.append(
+            (e["name"], e["unit"], _number(e["value"]), baseline, ratio, e["target"] or "", met)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 2 or i >= 5 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    notes = [f"  {e['name']}: {e['note']}" for e in entries if e.get("note")]
+    if notes:
+        lines += ["", "notes:", *notes]
+    return "\n".join(lines)

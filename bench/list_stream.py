@@ -1,0 +1,52 @@
+"""GetListMovies over the 100k catalogue: how fast a server streams many small messages.
+
+One stream read to the end by the Go client; ours sends prebuilt messages, the seed builds
+one per movie, and both pay per-message costs in their gRPC stack.
+"""
+
+import sys
+from contextlib import ExitStack
+
+from bench import streams, tools
+from bench.figures import Figure, compare
+from bench.processes import ours, seed
+from bench.settings import Settings
+from bench.streams import Report
+from bench.workspace import Workspace
+
+TARGET_RATIO = 2.0
+
+
+def run(settings: Settings, workspace: Workspace) -> list[Figure]:
+    binary = tools.viewers()
+    with ExitStack() as stack:
+        servers = {
+            "ours": stack.enter_context(ours("movie", settings, workspace)),
+            "seed": stack.enter_context(seed("movie", settings, workspace)),
+        }
+        reports: dict[str, list[Report]] = {kind: [] for kind in servers}
+        for rep in range(settings.reps):
+            for kind, server in servers.items():
+                print(
+                    f"bench: list {server.label} ({rep + 1}/{settings.reps})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                server.check_alive()
+                reports[kind].append(streams.list_movies(binary, server, settings, workspace))
+    counts = {r["messages"] for rs in reports.values() for r in rs}
+    return [
+        compare(
+            "list",
+            "list.GetListMovies.100k.messages_per_s",
+            "msg/s",
+            [r["messages_per_s"] for r in reports["ours"]],
+            [r["messages_per_s"] for r in reports["seed"]],
+            min_ratio=TARGET_RATIO,
+            note="" if counts == {100_000} else f"message counts differ: {sorted(counts)}",
+            detail={
+                kind: [{k: r[k] for k in ("seconds", "first_message_ms", "client_cpu")} for r in rs]
+                for kind, rs in reports.items()
+            },
+        )
+    ]

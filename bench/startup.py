@@ -1,0 +1,184 @@
+"""Start-up and images: `docker compose up -d --wait` until all three are healthy, and sizes.
+
+Uses the images `make images` built (it never builds: that would time the build) and its
+own compose project name and free ports, so a stack started with `make up` is left alone.
+The seed had no images, so these figures have no baseline; the check that matters is that
+the cheese and movie runtime images carry neither OpenCV nor NumPy.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from bench.figures import Figure, median
+from bench.settings import ROOT, Settings
+from bench.workspace import Workspace
+
+PROJECT = "grpcdemo-bench"
+SERVICES = ("cheese", "movie", "soccer")
+IMAGES = (*SERVICES, "client")
+NO_VIDEO_LIBS = ("cheese", "movie")
+UP_TIMEOUT = 240
+
+
+def _docker(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def _skipped(reason: str) -> list[Figure]:
+    print(f"bench: startup skipped: {reason}", file=sys.stderr, flush=True)
+    return [
+        Figure(
+            "startup",
+            "startup.compose_up_wait",
+            "s",
+            None,
+            None,
+            better="lower",
+            note=f"skipped: {reason}",
+        )
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CERTS_GID"] = str((ROOT / "certs" / "cheese.key").stat().st_gid)
+    for service in SERVICES:
+        env[f"{service.upper()}_PORT"] = str(_free_port())
+    if not (ROOT / "videos").is_dir():
+        # An empty folder the containers' user can read: soccer is healthy without videos.
+        videos = settings.work / "compose-videos"
+        videos.mkdir(exist_ok=True)
+        videos.chmod(0o755)
+        env["VIDEOS_DIR"] = str(videos)
+    return env
+
+
+def _image_size_mb(name: str) -> float | None:
+    done = _docker("image", "inspect", "--format", "{{.Size}}", f"grpcdemo-{name}:latest")
+    return int(done.stdout.strip()) / 1e6 if done.returncode == 0 else None
+
+
+def _imports(image: str, module: str) -> bool:
+    done = _docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python",
+        f"grpcdemo-{image}:latest",
+        "-c",
+        f"import {module}",
+    )
+    return done.returncode == 0
+
+
+def _up_once(env: dict[str, str]) -> tuple[float | None, str]:
+    compose = ["compose", "-p", PROJECT]
+    _docker(*compose, "down", "-v", "--remove-orphans", env=env)
+    start = time.monotonic()
+    up = _docker(
+        *compose,
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        str(UP_TIMEOUT),
+        env=env,
+        timeout=UP_TIMEOUT + 60,
+    )
+    seconds = time.monotonic() - start
+    problem = ""
+    if up.returncode != 0:
+        ps = _docker(*compose, "ps", "-a", env=env)
+        problem = (
+            f"up failed ({up.returncode}): {up.stderr.strip()[-300:]} | {ps.stdout.strip()[-300:]}"
+        )
+    down = _docker(*compose, "down", "-v", "--remove-orphans", env=env)
+    if down.returncode != 0:
+        problem += f" | down failed: {down.stderr.strip()[-200:]}"
+    return (seconds if up.returncode == 0 else None), problem
+
+
+def run(settings: Settings, workspace: Workspace) -> list[Figure]:
+    try:
+        info = _docker("info", "--format", "{{.ServerVersion}}", timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as error:
+        return _skipped(f"no Docker engine ({error})")
+    if info.returncode != 0:
+        return _skipped(f"no Docker engine: {info.stderr.strip()[:200]}")
+    missing = [name for name in IMAGES if _image_size_mb(name) is None and name != "client"]
+    if missing:
+        return _skipped(f"images not built ({', '.join(missing)}): run `make images` first")
+    if not all((ROOT / "certs" / f"{s}.key").exists() for s in (*SERVICES, "client")):
+        return _skipped("certs/ missing: run `make certs` first")
+
+    env = _environment(settings)
+    runs: list[float | None] = []
+    problems: list[str] = []
+    for rep in range(settings.reps):
+        print(
+            f"bench: startup compose up --wait ({rep + 1}/{settings.reps})",
+            file=sys.stderr,
+            flush=True,
+        )
+        seconds, problem = _up_once(env)
+        runs.append(seconds)
+        if problem:
+            problems.append(problem)
+    figures = [
+        Figure(
+            "startup",
+            "startup.compose_up_wait",
+            "s",
+            median(runs),
+            None,
+            better="lower",
+            runs=runs,
+            note="; ".join(problems)
+            or "no seed images to compare (images prebuilt; healthcheck interval 5 s)",
+        )
+    ]
+    for name in IMAGES:
+        figures.append(
+            Figure(
+                "startup",
+                f"startup.image.{name}.size",
+                "MB",
+                _image_size_mb(name),
+                None,
+                better="lower",
+            )
+        )
+    for name in NO_VIDEO_LIBS:
+        present = [module for module in ("cv2", "numpy") if _imports(name, module)]
+        figures.append(
+            Figure(
+                "startup",
+                f"startup.image.{name}.no_opencv_numpy",
+                "bool",
+                0.0 if present else 1.0,
+                None,
+                min_value=1,
+                note=f"imports {', '.join(present)}" if present else "",
+            )
+        )
+    return figures

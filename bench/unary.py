@@ -1,0 +1,107 @@
+"""Unary calls: QPS and latency of GetMovieByID and Order, ours against the seed.
+
+Both concurrency 1 (latency bound: one call at a time) and 50 (throughput bound). Runs are
+interleaved ours / seed / ours-plaintext within each repeat, so a burst of noise on the
+shared machine hits all three alike. Ours runs with no simulated preparation time, as the
+seed does, and GetMovieByID asks for a random id of the 100k catalogue each call, so the
+seed's linear scan costs what it would on average.
+"""
+
+import sys
+from contextlib import ExitStack
+
+from bench import ghz, tools
+from bench.figures import Figure, compare
+from bench.ghz import UnaryCall, UnaryResult
+from bench.processes import Server, ours, seed
+from bench.settings import Settings
+from bench.workspace import ID_TEMPLATE, Workspace
+
+CALLS: dict[str, tuple[str, UnaryCall]] = {
+    "movie.GetMovieByID": (
+        "movie",
+        UnaryCall("api/movie.proto", "Movie.GetMovieByID", '{"id": "' + ID_TEMPLATE + '"}'),
+    ),
+    "cheese.Order": (
+        "cheese",
+        UnaryCall("api/cheese.proto", "cheesefarm.CheeseService.Order", '{"type": "BRIE"}'),
+    ),
+}
+CONCURRENCY = (1, 50)
+MTLS_MIN_SHARE = 0.8  # mutual TLS may cost at most 20% of plaintext QPS
+
+
+def run(settings: Settings, workspace: Workspace) -> list[Figure]:
+    binary = tools.ghz()
+    seconds = 2.0 if settings.quick else 4.0
+    figures: list[Figure] = []
+    for label, (service, call) in CALLS.items():
+        with ExitStack() as stack:
+            servers: dict[str, Server] = {
+                "ours": stack.enter_context(ours(service, settings, workspace)),
+                "seed": stack.enter_context(seed(service, settings, workspace)),
+                "plain": stack.enter_context(ours(service, settings, workspace, tls=False)),
+            }
+            for server in servers.values():  # connections, caches, first-call paths
+                ghz.run(binary, server, call, 50, 0.5, settings, workspace)
+            for concurrency in CONCURRENCY:
+                results: dict[str, list[UnaryResult]] = {kind: [] for kind in servers}
+                for rep in range(settings.reps):
+                    for kind, server in servers.items():
+                        print(
+                            f"bench: unary {label} c={concurrency} {server.label} "
+                            f"({rep + 1}/{settings.reps})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        server.check_alive()
+                        results[kind].append(
+                            ghz.run(binary, server, call, concurrency, seconds, settings, workspace)
+                        )
+                figures += _figures(label, concurrency, results)
+    return figures
+
+
+def _figures(label: str, concurrency: int, results: dict[str, list[UnaryResult]]) -> list[Figure]:
+    prefix = f"unary.{label}.c{concurrency}"
+    ours, seed, plain = results["ours"], results["seed"], results["plain"]
+    errors = {kind: sum(r.errors for r in rs) for kind, rs in results.items()}
+    note = ""
+    if any(errors.values()):
+        first = next(r.first_error for rs in results.values() for r in rs if r.errors)
+        note = f"errors {errors}: {first[:160]}"
+    return [
+        compare(
+            "unary",
+            f"{prefix}.qps",
+            "calls/s",
+            [r.qps for r in ours],
+            [r.qps for r in seed],
+            note=note,
+        ),
+        compare(
+            "unary",
+            f"{prefix}.p50",
+            "ms",
+            [r.p50_ms for r in ours],
+            [r.p50_ms for r in seed],
+            better="lower",
+        ),
+        compare(
+            "unary",
+            f"{prefix}.p99",
+            "ms",
+            [r.p99_ms for r in ours],
+            [r.p99_ms for r in seed],
+            better="lower",
+        ),
+        compare(
+            "unary",
+            f"{prefix}.mtls_vs_plaintext_qps",
+            "calls/s",
+            [r.qps for r in ours],
+            [r.qps for r in plain],
+            baseline_label="ours plaintext",
+            min_ratio=MTLS_MIN_SHARE,
+        ),
+    ]
