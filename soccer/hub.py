@@ -115,11 +115,18 @@ class Hub:
     def viewers(self) -> int:
         return len(self._viewers)
 
-    def can_join(self, start_frame: int) -> bool:
+    def can_join(self, start_frame: int | None) -> bool:
+        """Live viewers join any running hub; others while the backlog holds their frame."""
+        if start_frame is None:
+            return not self.ended
         oldest = self._backlog[0].index if self._backlog else self.start_frame
         return not self.ended and oldest <= start_frame <= self.next_index
 
-    def join(self, fmt: Format, start_frame: int, queue_frames: int = QUEUE_FRAMES) -> Viewer:
+    def join(
+        self, fmt: Format, start_frame: int | None, queue_frames: int = QUEUE_FRAMES
+    ) -> Viewer:
+        if start_frame is None:
+            start_frame = self.next_index
         viewer = Viewer(fmt, start_frame, max(queue_frames, len(self._backlog) + 1))
         for item in self._backlog:
             if item.index >= start_frame:
@@ -209,12 +216,14 @@ class Hubs:
         self._hubs: dict[Path, list[Hub]] = {}
 
     def watch(
-        self, path: Path, fmt: Format, start_frame: int, queue_frames: int = QUEUE_FRAMES
+        self, path: Path, fmt: Format, start_frame: int | None, queue_frames: int = QUEUE_FRAMES
     ) -> tuple[Hub, Viewer]:
+        """A viewer of `path` from `start_frame`, or from the live broadcast when None."""
         hubs = self._hubs.setdefault(path, [])
-        hub = next((h for h in hubs if h.can_join(start_frame)), None)
+        # The newest hub first: of the live ones it has the most of the match still to come.
+        hub = next((h for h in reversed(hubs) if h.can_join(start_frame)), None)
         if hub is None:
-            hub = Hub(path, start_frame, asyncio.get_running_loop())
+            hub = Hub(path, start_frame or 0, asyncio.get_running_loop())
             hubs.append(hub)
         return hub, hub.join(fmt, start_frame, queue_frames)
 

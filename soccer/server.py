@@ -96,7 +96,8 @@ class SoccerServicer:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except VideoUnreadableError as error:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
-        if request.start_frame and request.start_frame >= info.frame_count:
+        start = request.start_frame if request.HasField("start_frame") else None
+        if start and start >= info.frame_count:
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"start_frame {request.start_frame} is past the last frame "
@@ -105,17 +106,18 @@ class SoccerServicer:
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         fmt = (request.encoding, quality if request.encoding == soccer_pb2.JPEG else 0)
         frames = (
-            self._unpaced(path, request, info)
-            if request.unpaced
-            else self._live(path, request, fmt)
+            self._unpaced(path, request, info) if request.unpaced else self._live(path, start, fmt)
         )
         sent = 0
+        # The next frame this viewer would get: where a client resumes after a shutdown.
+        next_index = start or 0
         try:
-            async for message in frames:
+            async for index, message in frames:
                 if self._stopping.is_set():
                     break
                 yield message
                 sent += 1
+                next_index = index + 1
                 if sent == request.max_frames:
                     return
         except VideoUnreadableError as error:
@@ -127,7 +129,7 @@ class SoccerServicer:
         if self._stopping.is_set():
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"server shutting down; resume with start_frame={request.start_frame + sent}",
+                f"server shutting down; resume with start_frame={next_index}",
             )
         if sent == 0:
             await context.abort(
@@ -135,18 +137,18 @@ class SoccerServicer:
             )
 
     async def _live(
-        self, path: Path, request: soccer_pb2.Match, fmt: Format
-    ) -> AsyncGenerator[bytes]:
-        hub, viewer = self.hubs.watch(path, fmt, request.start_frame)
+        self, path: Path, start: int | None, fmt: Format
+    ) -> AsyncGenerator[tuple[int, bytes]]:
+        hub, viewer = self.hubs.watch(path, fmt, start)
         try:
             async for message in viewer.frames():
-                yield message
+                yield viewer.next_index - 1, message
         finally:
             self.hubs.leave(hub, viewer)
 
     async def _unpaced(
         self, path: Path, request: soccer_pb2.Match, info: VideoInfo
-    ) -> AsyncGenerator[bytes]:
+    ) -> AsyncGenerator[tuple[int, bytes]]:
         loop = asyncio.get_running_loop()
         reader = FrameReader(path)
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
@@ -161,7 +163,7 @@ class SoccerServicer:
                     return
                 video.frame_index = index
                 video.timestamp = index / info.fps
-                yield video.SerializeToString()
+                yield index, video.SerializeToString()
                 index += 1
         finally:
             # Queued behind any read still running on the reader's thread, so it is safe even

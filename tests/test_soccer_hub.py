@@ -32,25 +32,34 @@ async def no_captures() -> None:
 async def test_live_viewers_of_a_match_share_one_decoder(
     soccer: soccer_pb2_grpc.SoccerAsyncStub,
 ) -> None:
-    first = soccer.Watch(soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG), timeout=30)
-    first_frames = first.__aiter__()
-    early = [await anext(first_frames) for _ in range(5)]
-    # Joins while the hub still holds frame 0 in its backlog: it gets every frame too.
-    second = soccer.Watch(soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG), timeout=30)
-    second_frames = second.__aiter__()
-    late = [await anext(second_frames)]
+    def match(start_frame: int | None = None) -> soccer_pb2.Match:
+        return soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG, start_frame=start_frame)
+
+    first = soccer.Watch(match(), timeout=30).__aiter__()
+    early = [await anext(first) for _ in range(5)]
+    # No start frame: joins the broadcast where it is.
+    live = soccer.Watch(match(), timeout=30).__aiter__()
+    # Start frame 0, still in the hub's backlog: gets the backlog first, then live frames.
+    replay = soccer.Watch(match(start_frame=0), timeout=30).__aiter__()
+    late = [await anext(live)]
+    again = [await anext(replay)]
     assert OpenCaptures.count == 1
-    early += [v async for v in first_frames]
-    late += [v async for v in second_frames]
-    assert [v.frame_index for v in early] == [v.frame_index for v in late] == list(range(30))
-    assert [v.data for v in early] == [v.data for v in late]
+    early += [v async for v in first]
+    late += [v async for v in live]
+    again += [v async for v in replay]
+    assert [v.frame_index for v in early] == [v.frame_index for v in again] == list(range(30))
+    joined = late[0].frame_index
+    assert joined >= 5
+    assert [v.frame_index for v in late] == list(range(joined, 30))
+    # One decoder, one encoding: every viewer got the very same bytes for a frame.
+    assert [v.data for v in late] == [v.data for v in early[joined:]]
     await eventually(no_captures)
 
 
 async def test_a_start_frame_outside_the_backlog_gets_its_own_decoder(
     soccer: soccer_pb2_grpc.SoccerAsyncStub,
 ) -> None:
-    first = soccer.Watch(soccer_pb2.Match(id="small", max_frames=3), timeout=30)
+    first = soccer.Watch(soccer_pb2.Match(id="small", start_frame=0, max_frames=3), timeout=30)
     other = soccer.Watch(soccer_pb2.Match(id="small", start_frame=20, max_frames=3), timeout=30)
     assert [v.frame_index async for v in other] == [20, 21, 22]
     assert [v.frame_index async for v in first] == [0, 1, 2]
