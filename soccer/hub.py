@@ -17,7 +17,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -71,8 +70,12 @@ class Viewer:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def frames(self) -> AsyncGenerator[bytes]:
-        """This viewer's messages, in order, until the match ends."""
+    async def next(self) -> bytes | None:
+        """This viewer's next message, None once the match is over.
+
+        A coroutine rather than an async generator: this is the innermost loop of every
+        live stream, and it returns at once, without suspending, when a frame is waiting.
+        """
         while True:
             while not self.queue:
                 self._waiter = asyncio.get_running_loop().create_future()
@@ -81,7 +84,7 @@ class Viewer:
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
-                return
+                return None
             message = item.messages.get(self.fmt)
             if message is None:
                 # Backlog decoded before this format was wanted: nothing to send for it.
@@ -91,7 +94,7 @@ class Viewer:
             if self.skipped:
                 # Concatenated messages merge: this sets one field on the shared bytes.
                 message += soccer_pb2.Video(skipped_frames=self.skipped).SerializeToString()
-            yield message
+            return message
 
 
 class Hub:

@@ -141,7 +141,7 @@ class SoccerServicer:
     ) -> AsyncGenerator[tuple[int, bytes]]:
         hub, viewer = self.hubs.watch(path, fmt, start)
         try:
-            async for message in viewer.frames():
+            while (message := await viewer.next()) is not None:
                 yield viewer.next_index - 1, message
         finally:
             self.hubs.leave(hub, viewer)
