@@ -64,6 +64,10 @@ test: lint unit e2e ## everything CI runs: lint, unit suite, end-to-end on compo
 run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on the host (mutual TLS)
 	$(BIN)/python -m $*
 
+.PHONY: soak
+soak: venv engine images certs demo-video ## 5 minutes of mixed load on the stack (SOAK_SECONDS)
+	scripts/stack-test.sh -m soak tests/chaos -s
+
 .PHONY: bench
 bench: proto certs ## benchmarks against a seed-style baseline (minutes; never part of make test)
 	scripts/go-tool.sh ghz github.com/bojand/ghz/cmd/ghz@v0.121.0

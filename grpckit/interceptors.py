@@ -134,6 +134,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self) -> None:
         self.in_flight = 0
         self._health_watches: set[asyncio.Task[Any]] = set()
+        # The wrapped handler of each method, built on its first call: the services of a
+        # server are fixed once it starts, so every later call skips the lookup and wrapping.
+        self._wrapped: dict[str, Handler] = {}
 
     def end_health_watches(self) -> None:
         for task in self._health_watches:
@@ -158,11 +161,17 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
-        # None when no service has the method: gRPC answers UNIMPLEMENTED itself.
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None:
-            return cast(Handler, None)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            # None when no service has the method: gRPC answers UNIMPLEMENTED itself.
+            handler: Handler | None = await continuation(handler_call_details)
+            if handler is None:
+                return cast(Handler, None)
+            wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         kwargs = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,

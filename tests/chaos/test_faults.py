@@ -9,71 +9,17 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
 
-from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
-from client.common import PORTS
+from api import movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
 from client.watch import watch
-from grpckit.channel import ClientTls, open_channel
-from tests.conftest import ROOT
+from tests.chaos.conftest import Load, report, unary_call
 from tests.e2e.test_compose import compose, container_health, wait_healthy
 
 pytestmark = pytest.mark.chaos
-
-MARTIAN = "a8034f44-aee4-44cf-b32c-74cf452aaaae"
-TLS = ClientTls(ROOT / "certs/ca.crt", ROOT / "certs/client.crt", ROOT / "certs/client.key")
-CALL_DEADLINE = 60.0
-
-
-def target(service: str) -> str:
-    port = os.environ.get(f"{service.upper()}_PORT", str(PORTS[service]))
-    return f"localhost:{port}"
-
-
-def report(name: str, **figures: object) -> None:
-    print(json.dumps({"chaos": name, **figures}))
-
-
-@dataclass
-class Load:
-    """Unary calls in a loop, each counted as an error if it fails for any reason."""
-
-    call: Callable[[], Awaitable[object]]
-    ok: int = 0
-    errors: list[str] = field(default_factory=list)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self, concurrency: int = 4) -> None:
-        async def worker() -> None:
-            while not self.stop.is_set():
-                try:
-                    await self.call()
-                    self.ok += 1
-                except grpc.aio.AioRpcError as error:
-                    self.errors.append(f"{error.code().name}: {error.details()}")
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-@pytest.fixture
-async def channels() -> AsyncIterator[dict[str, grpc.aio.Channel]]:
-    opened = {name: open_channel(target(name), TLS) for name in PORTS}
-    yield opened
-    for channel in opened.values():
-        await channel.close(None)
-
-
-def unary_call(service: str, channel: grpc.aio.Channel) -> Callable[[], Awaitable[object]]:
-    if service == "cheese":
-        stub = cheese_pb2_grpc.CheeseServiceStub(channel)
-        return lambda: stub.Order(cheese_pb2.CheeseRequest(), timeout=CALL_DEADLINE)
-    movies = movie_pb2_grpc.MovieStub(channel)
-    return lambda: movies.GetMovieByID(movie_pb2.MovieID(id=MARTIAN), timeout=CALL_DEADLINE)
 
 
 def process_pid(service: str) -> str:
