@@ -37,9 +37,16 @@ class Load:
     errors: list[str] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def run(self, concurrency: int = 4) -> None:
+    async def run(self, concurrency: int = 4, rate: float | None = None) -> None:
+        """`concurrency` callers, each as fast as it can or at `rate` calls per second."""
+
         async def worker() -> None:
+            loop = asyncio.get_running_loop()
+            next_call = loop.time()
             while not self.stop.is_set():
+                if rate is not None:
+                    next_call += concurrency / rate
+                    await asyncio.sleep(max(0.0, next_call - loop.time()))
                 try:
                     await self.call()
                     self.ok += 1
