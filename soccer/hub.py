@@ -130,6 +130,7 @@ class Hub:
     ) -> Viewer:
         if start_frame is None:
             start_frame = self.next_index
+        # Room for the whole backlog first, so that catching up is not counted as falling behind.
         viewer = Viewer(fmt, start_frame, max(queue_frames, len(self._backlog) + 1))
         for item in self._backlog:
             if item.index >= start_frame:
@@ -137,7 +138,7 @@ class Hub:
         viewer.queue_frames = queue_frames
         self._viewers.add(viewer)
         self._formats[fmt] += 1
-        if not self._thread.is_alive() and not self._stop.is_set():
+        if self._thread.ident is None:  # the first viewer starts the decoder
             self._thread.start()
         return viewer
 
