@@ -26,6 +26,15 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
+ACCESS_LOG_CHOICES = ("all", "errors", "off")
+
+
+def access_log_choice(text: str) -> str:
+    if text not in ACCESS_LOG_CHOICES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(ACCESS_LOG_CHOICES)}")
+    return text
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     cert: Path
@@ -43,6 +52,7 @@ class ServerConfig:
     log_level: str
     workers: int = 1
     drain_seconds: float = 1.0
+    access_log: str = "all"
 
     @property
     def address(self) -> str:
@@ -82,6 +92,14 @@ class ConfigParser:
         )
         self.add("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", str)
         self.add(
+            "--access-log",
+            "ACCESS_LOG",
+            "all",
+            "log a line per call: all, errors (calls that did not end OK) or off; "
+            "a line per call costs about a quarter of the peak unary rate",
+            access_log_choice,
+        )
+        self.add(
             "--workers",
             "WORKERS",
             1,
@@ -110,6 +128,13 @@ class ConfigParser:
             self.parser.error("--workers needs a fixed --port: each worker must bind the same one")
         tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
         server = ServerConfig(
-            args.host, args.port, tls, args.grace, args.log_level, args.workers, args.drain
+            args.host,
+            args.port,
+            tls,
+            args.grace,
+            args.log_level,
+            args.workers,
+            args.drain,
+            args.access_log,
         )
         return server, args

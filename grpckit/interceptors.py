@@ -50,7 +50,11 @@ class _Call:
 
     def done(self, error: BaseException | None) -> None:
         self.gauge.in_flight -= 1
+        if self.gauge.access_log == "off":
+            return
         code = _final_code(self.context, error)
+        if code is grpc.StatusCode.OK and self.gauge.access_log == "errors":
+            return
         level = logging.ERROR if code is grpc.StatusCode.UNKNOWN else logging.INFO
         log.log(
             level,
@@ -131,7 +135,9 @@ HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Counts the calls in flight too: shutdown reports them and tests wait on them."""
 
-    def __init__(self) -> None:
+    def __init__(self, access_log: str = "all") -> None:
+        # "all", "errors" (calls that did not end OK) or "off".
+        self.access_log = access_log
         self.in_flight = 0
         self._health_watches: set[asyncio.Task[Any]] = set()
         # The wrapped handler of each method, built on its first call: the services of a

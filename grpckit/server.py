@@ -52,7 +52,7 @@ class Server:
         self.servicers: dict[str, object] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Future[None] | None = None
-        self._calls = CallInterceptor()
+        self._calls = CallInterceptor(config.access_log)
         self.grpc = grpc.aio.server(interceptors=[self._calls], options=SERVER_OPTIONS)
         for service in services:
             service.register(self)

@@ -170,6 +170,23 @@ async def test_each_call_is_logged_with_method_peer_code_and_duration(
         assert call["duration_ms"] >= 0
 
 
+@pytest.mark.parametrize(("mode", "logged"), [("errors", ["INVALID_ARGUMENT"]), ("off", [])])
+async def test_access_log_can_keep_only_errors_or_nothing(
+    pki: Path, connect: Connect, caplog: pytest.LogCaptureFixture, mode: str, logged: list[str]
+) -> None:
+    config = replace(server_config(pki, "cheese"), access_log=mode)
+    server = await start(CheeseConfig(config, 0.0))
+    try:
+        stub = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
+        with caplog.at_level(logging.INFO, logger="grpckit.access"):
+            await stub.Order(cheese_pb2.CheeseRequest(), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Order(cheese_pb2.CheeseRequest(type=42), timeout=5)  # type: ignore[arg-type]
+        assert [r.__dict__["code"] for r in caplog.records if r.name == "grpckit.access"] == logged
+    finally:
+        await server.stop(0)
+
+
 async def read_logs_until(
     stream: asyncio.StreamReader, message: str, count: int
 ) -> list[dict[str, Any]]:
@@ -235,7 +252,8 @@ def test_help_documents_every_setting_and_its_variable() -> None:
         )
         assert result.returncode == 0
         for variable in ["HOST", "PORT", "TLS_CERT", "TLS_KEY", "TLS_CA", "INSECURE",
-                         "SHUTDOWN_GRACE", "LOG_LEVEL", *variables]:  # fmt: skip
+                         "SHUTDOWN_GRACE", "SHUTDOWN_DRAIN", "LOG_LEVEL", "ACCESS_LOG",
+                         "WORKERS", *variables]:  # fmt: skip
             assert f"[env {variable}]" in result.stdout, (service, variable)
 
 
