@@ -5,8 +5,9 @@ serialized once into a `Video` message; viewers get references to the same bytes
 encoding and pacing run on the hub's own thread (OpenCV releases the GIL while it works), so
 the event loop only hands finished messages out.
 
-Viewers that arrive while a hub still holds their start frame in its short backlog join it
-(they first get the backlog, then live frames); any other start frame gets a hub of its own.
+A viewer that names no start frame joins the running broadcast where it is. One whose start
+frame the hub still holds in its short backlog joins it too (the backlog first, then live
+frames); any other start frame gets a hub of its own.
 A viewer that falls behind by more than its queue holds skips to the newest frame, and the
 number skipped is carried in `Video.skipped_frames`. The hub stops when its last viewer
 leaves, and always releases its capture.
