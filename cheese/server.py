@@ -11,7 +11,7 @@ from grpc.aio import ServicerContext
 
 from api import cheese_pb2, cheese_pb2_grpc
 from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_server, run_until_signal
+from grpckit.server import Server, Service, run_server
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,6 @@ async def start(config: CheeseConfig) -> Server:
     return server
 
 
-async def _main(config: CheeseConfig) -> None:
-    await run_until_signal(await start(config))
-
-
 def serve(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    return run_server(config.server, lambda: _main(config))
+    return run_server(config.server, lambda: start(config))

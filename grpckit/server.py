@@ -7,7 +7,7 @@ as soon as shutdown begins, so load balancers and compose stop sending work firs
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,22 +129,21 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def run_server(config: ServerConfig, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Configure logs and run `main` in this process, or in `config.workers` forked ones."""
+def run_server(config: ServerConfig, start: Callable[[], Awaitable[Server]]) -> int:
+    """Configure logs, then start a server and serve until a signal, in this process or in
+    `config.workers` forked ones. Returns the exit code."""
     logs.configure(config.log_level)
-    if config.workers == 1:
-        asyncio.run(main())
-        return 0
 
     def worker() -> int:
-        asyncio.run(main())
+        asyncio.run(_serve_until_signal(start))
         return 0
 
-    return run_workers(config.workers, worker)
+    return worker() if config.workers == 1 else run_workers(config.workers, worker)
 
 
-async def run_until_signal(server: Server) -> None:
+async def _serve_until_signal(start: Callable[[], Awaitable[Server]]) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    server = await start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

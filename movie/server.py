@@ -11,7 +11,7 @@ from grpc.aio import ServicerContext
 
 from api import movie_pb2, movie_pb2_grpc
 from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_server, run_until_signal
+from grpckit.server import Server, Service, run_server
 from movie import catalogue
 from movie.catalogue import MAX_ID_LENGTH, MAX_TEXT_LENGTH, CatalogueError
 
@@ -156,15 +156,14 @@ async def start(config: MovieConfig) -> Server:
     return server
 
 
-async def _main(config: MovieConfig) -> None:
+async def _start_or_exit(config: MovieConfig) -> Server:
     try:
-        server = await start(config)
+        return await start(config)
     except CatalogueError as error:
         log.critical("cannot start: bad catalogue", extra={"error": str(error)})
         raise SystemExit(1) from None
-    await run_until_signal(server)
 
 
 def serve(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    return run_server(config.server, lambda: _main(config))
+    return run_server(config.server, lambda: _start_or_exit(config))

@@ -11,7 +11,7 @@ from grpc.aio import ServicerContext
 
 from api import soccer_pb2
 from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_server, run_until_signal
+from grpckit.server import Server, Service, run_server
 from soccer.hub import Format, Hubs, HubStopped
 from soccer.video import (
     DEFAULT_JPEG_QUALITY,
@@ -200,10 +200,6 @@ async def start(config: SoccerConfig) -> Server:
     return server
 
 
-async def _main(config: SoccerConfig) -> None:
-    await run_until_signal(await start(config))
-
-
 def serve(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    return run_server(config.server, lambda: _main(config))
+    return run_server(config.server, lambda: start(config))
