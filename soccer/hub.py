@@ -25,7 +25,14 @@ from typing import cast
 import cv2
 
 from api import soccer_pb2
-from soccer.video import Encoding, Frame, OpenCaptures, VideoUnreadableError, encode
+from soccer.video import (
+    Encoding,
+    Frame,
+    VideoUnreadableError,
+    close_capture,
+    encode,
+    open_capture,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +182,12 @@ class Hub:
     # --- on the hub's thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        capture = cv2.VideoCapture(str(self.key))
-        OpenCaptures.add(1)
         try:
-            if not capture.isOpened():
-                raise VideoUnreadableError(f"video {self.key.name!r} cannot be decoded")
-            if self.start_frame:
-                capture.set(cv2.CAP_PROP_POS_FRAMES, self.start_frame)
+            capture = open_capture(self.key, self.start_frame)
+        except VideoUnreadableError as error:
+            self._loop.call_soon_threadsafe(self._publish, _End(error))
+            return
+        try:
             fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
             started = time.monotonic()
             index = self.start_frame
@@ -201,16 +207,13 @@ class Hub:
             log.exception("hub failed", extra={"match": self.key.stem})
             self._loop.call_soon_threadsafe(self._publish, _End(error))
         finally:
-            capture.release()
-            OpenCaptures.add(-1)
+            close_capture(capture)
 
     def _encode(self, index: int, fps: float, image: Frame) -> Published:
-        messages: dict[Format, bytes] = {}
-        for fmt in list(self._formats):
-            video = encode(image, fmt[0], fmt[1])
-            video.frame_index = index
-            video.timestamp = index / fps
-            messages[fmt] = video.SerializeToString()
+        messages = {
+            fmt: encode(image, fmt[0], fmt[1], index, fps).SerializeToString()
+            for fmt in list(self._formats)
+        }
         return Published(index, messages)
 
 

@@ -1,6 +1,7 @@
 """Soccer: Watch streams a match's frames, decoded with OpenCV, paced like the broadcast."""
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from soccer.video import (
     FrameReader,
     InvalidMatchIdError,
     MatchNotFoundError,
-    VideoInfo,
     VideoUnreadableError,
     probe,
     resolve,
@@ -106,7 +106,9 @@ class SoccerServicer:
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         fmt = (request.encoding, quality if request.encoding == soccer_pb2.JPEG else 0)
         frames = (
-            self._unpaced(path, request, info) if request.unpaced else self._live(path, start, fmt)
+            self._unpaced(path, start or 0, fmt, info.fps)
+            if request.unpaced
+            else self._live(path, start, fmt)
         )
         sent = 0
         # The next frame this viewer would get: where a client resumes after a shutdown.
@@ -147,24 +149,17 @@ class SoccerServicer:
             self.hubs.leave(hub, viewer)
 
     async def _unpaced(
-        self, path: Path, request: soccer_pb2.Match, info: VideoInfo
+        self, path: Path, start: int, fmt: Format, fps: float
     ) -> AsyncGenerator[tuple[int, bytes]]:
         loop = asyncio.get_running_loop()
         reader = FrameReader(path)
-        quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         try:
-            await loop.run_in_executor(reader.thread, reader.open, request.start_frame)
-            index = request.start_frame
-            while True:
-                video = await loop.run_in_executor(
-                    reader.thread, reader.next, request.encoding, quality
-                )
+            await loop.run_in_executor(reader.thread, reader.open, start)
+            for index in itertools.count(start):
+                video = await loop.run_in_executor(reader.thread, reader.next, *fmt, index, fps)
                 if video is None:
                     return
-                video.frame_index = index
-                video.timestamp = index / info.fps
                 yield index, video.SerializeToString()
-                index += 1
         finally:
             # Queued behind any read still running on the reader's thread, so it is safe even
             # when the client cancelled mid-frame; the thread ends once it has run.

@@ -95,8 +95,28 @@ def probe(path: Path) -> VideoInfo:
     return _probe(path, (stat.st_mtime_ns, stat.st_size))
 
 
-def encode(frame: Frame, encoding: Encoding, quality: int) -> soccer_pb2.Video:
-    """A Video message for one decoded frame (index and timing are filled in by the caller)."""
+def open_capture(path: Path, start_frame: int) -> cv2.VideoCapture:
+    """An open capture positioned at `start_frame`; every one is counted in OpenCaptures
+    until `close_capture` (blocking: call off the event loop)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoUnreadableError(f"video {path.name!r} cannot be decoded")
+    OpenCaptures.add(1)
+    if start_frame:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+    return capture
+
+
+def close_capture(capture: cv2.VideoCapture) -> None:
+    capture.release()
+    OpenCaptures.add(-1)
+
+
+def encode(
+    frame: Frame, encoding: Encoding, quality: int, index: int, fps: float
+) -> soccer_pb2.Video:
+    """The Video message for frame `index` of a video playing at `fps`."""
     height, width = frame.shape[:2]
     if encoding == soccer_pb2.JPEG:
         ok, buffer = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -115,6 +135,8 @@ def encode(frame: Frame, encoding: Encoding, quality: int) -> soccer_pb2.Video:
         width=width,
         height=height,
         encoding=encoding,
+        frame_index=index,
+        timestamp=index / fps,
     )
 
 
@@ -127,25 +149,19 @@ class FrameReader:
         self._capture: cv2.VideoCapture | None = None
 
     def open(self, start_frame: int) -> None:
-        capture = cv2.VideoCapture(str(self._path))
-        if not capture.isOpened():
-            capture.release()
-            raise VideoUnreadableError(f"video {self._path.name!r} cannot be decoded")
-        self._capture = capture
-        OpenCaptures.add(1)
-        if start_frame:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+        self._capture = open_capture(self._path, start_frame)
 
-    def next(self, encoding: Encoding, quality: int) -> soccer_pb2.Video | None:
+    def next(
+        self, encoding: Encoding, quality: int, index: int, fps: float
+    ) -> soccer_pb2.Video | None:
         assert self._capture is not None
         ok, frame = self._capture.read()
-        return encode(cast(Frame, frame), encoding, quality) if ok else None
+        return encode(cast(Frame, frame), encoding, quality, index, fps) if ok else None
 
     def close(self) -> None:
         if self._capture is not None:
-            self._capture.release()
+            close_capture(self._capture)
             self._capture = None
-            OpenCaptures.add(-1)
 
     @property
     def thread(self) -> ThreadPoolExecutor:
