@@ -128,13 +128,13 @@ class ConfigParser:
             self.parser.error("--workers needs a fixed --port: each worker must bind the same one")
         tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
         server = ServerConfig(
-            args.host,
-            args.port,
-            tls,
-            args.grace,
-            args.log_level,
-            args.workers,
-            args.drain,
-            args.access_log,
+            host=args.host,
+            port=args.port,
+            tls=tls,
+            grace_seconds=args.grace,
+            log_level=args.log_level,
+            workers=args.workers,
+            drain_seconds=args.drain,
+            access_log=args.access_log,
         )
         return server, args
