@@ -24,6 +24,7 @@ from client.common import (
     health_status,
     message_dict,
 )
+from client.load import CALLERS, run_load
 from client.smoke import run_smoke
 from client.watch import run_watch
 from grpckit.channel import ClientTls, open_channel
@@ -123,6 +124,13 @@ def count(text: str) -> int:
     return int(text)
 
 
+def positive_count(text: str) -> int:
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1")
+    return value
+
+
 def quality(text: str) -> int:
     value = count(text)
     if value > 100:
@@ -213,6 +221,14 @@ def add_commands(commands: Any) -> None:
     check.add_argument("--name", default="", help='gRPC service name; default "" (the server)')
 
     command(commands, "smoke", smoke, "call every RPC of every service once, check the results")
+
+    load = command(commands, "load", run_load, "unary calls for a while; who served, what failed")
+    load.add_argument("service", choices=sorted(CALLERS), help="which server to load")
+    load.add_argument("--seconds", type=positive_float, default=10.0, help="how long")
+    load.add_argument(
+        "--concurrency", type=positive_count, default=4, help="calls in flight at once"
+    )
+    load.add_argument("--match", default="demo", help="soccer: the match to view")
 
 
 def build_parser() -> argparse.ArgumentParser:

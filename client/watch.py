@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api import soccer_pb2, soccer_pb2_grpc
-from client.common import DEFAULT_TIMEOUT, ClientError, Settings, emit
+from client.common import DEFAULT_TIMEOUT, ClientError, Settings, emit, served_by
 from grpckit.channel import open_channel
 
 Frame = npt.NDArray[np.uint8]
@@ -111,6 +111,8 @@ class Summary:
     skipped: int = 0
     # Times the stream broke and was resumed from the next frame.
     resumed: int = 0
+    # The server of each attempt, in order: with replicas, a resumed stream moves on.
+    served_by: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, video: soccer_pb2.Video) -> None:
@@ -147,6 +149,7 @@ class Summary:
             "last_frame": self.last_frame,
             "skipped": self.skipped,
             "resumed": self.resumed,
+            "served_by": self.served_by,
         }
 
 
@@ -246,6 +249,8 @@ async def watch(
         while request is not None:
             call = stub.Watch(request, timeout=deadline)
             try:
+                summary.served_by.append(served_by(await call.initial_metadata()))
+                progress.note(f"served by {summary.served_by[-1]}")
                 async for video in call:
                     frame = decode_frame(video)
                     summary.add(video)

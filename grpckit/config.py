@@ -6,6 +6,7 @@ setting has both, and `--help` shows the variable and the default next to every 
 
 import argparse
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,11 @@ def parse_bool(text: str) -> bool:
 
 
 ACCESS_LOG_CHOICES = ("all", "errors", "off")
+
+
+def optional_port(text: str) -> int | None:
+    """A port number, or nothing for an empty value: the setting is off."""
+    return int(text) if text.strip() else None
 
 
 def access_log_choice(text: str) -> str:
@@ -53,6 +59,11 @@ class ServerConfig:
     workers: int = 1
     drain_seconds: float = 1.0
     access_log: str = "all"
+    # The plaintext, health-only maintenance port; None: no such port.
+    health_port: int | None = None
+    # Names this server in logs and in every response's metadata (see grpckit/interceptors.py).
+    replica: str = "local"
+    max_connection_age_seconds: float = 60.0
 
     @property
     def address(self) -> str:
@@ -100,6 +111,29 @@ class ConfigParser:
             access_log_choice,
         )
         self.add(
+            "--health-port",
+            "HEALTH_PORT",
+            None,
+            "also serve the health service alone, in PLAINTEXT, on this port, for probes "
+            "that cannot speak mutual TLS (Kubernetes); empty: off",
+            optional_port,
+        )
+        self.add(
+            "--replica",
+            "REPLICA_NAME",
+            socket.gethostname(),
+            "this server's name in logs and in the x-served-by response metadata",
+            str,
+        )
+        self.add(
+            "--max-connection-age",
+            "MAX_CONNECTION_AGE",
+            60.0,
+            "seconds after which a client connection is asked to reconnect (GOAWAY), so "
+            "clients re-resolve DNS and find new replicas; calls in flight are never cut",
+            float,
+        )
+        self.add(
             "--workers",
             "WORKERS",
             1,
@@ -136,5 +170,8 @@ class ConfigParser:
             workers=args.workers,
             drain_seconds=args.drain,
             access_log=args.access_log,
+            health_port=args.health_port,
+            replica=args.replica,
+            max_connection_age_seconds=args.max_connection_age,
         )
         return server, args

@@ -1,6 +1,11 @@
 """What every call goes through: one structured log line (method, peer, client, status
-code, duration), a count of calls in flight, and INVALID_ARGUMENT for requests that do not
-decode (gRPC would otherwise answer UNKNOWN and log a traceback).
+code, duration), a count of calls in flight, INVALID_ARGUMENT for requests that do not
+decode (gRPC would otherwise answer UNKNOWN and log a traceback), and the replica's name in
+the response metadata under `served-by`.
+
+`served-by` travels in the trailing metadata of unary responses, where it costs nothing
+extra, and in the initial metadata of streams, so that a viewer knows its server from the
+start (and a test knows which replica to stop).
 """
 
 import asyncio
@@ -14,6 +19,8 @@ import grpc
 from grpc.aio import ServicerContext
 
 log = logging.getLogger("grpckit.access")
+
+SERVED_BY = "served-by"
 
 Behaviour = Callable[..., Any]
 
@@ -93,10 +100,16 @@ async def _reject_undecodable(request: Any, context: ServicerContext[Any, Any]) 
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}")
 
 
-def _wrap_unary(method: str, behaviour: Behaviour, gauge: "CallInterceptor") -> Behaviour:
+def _wrap_unary(
+    method: str, behaviour: Behaviour, gauge: "CallInterceptor", *, stream: bool = False
+) -> Behaviour:
     async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> Any:
         call = _Call(method, context, gauge)
         try:
+            if stream:
+                await context.send_initial_metadata(gauge.served_by)
+            else:
+                context.set_trailing_metadata(gauge.served_by)
             await _reject_undecodable(request, context)
             response = await behaviour(request, context)
         except BaseException as error:
@@ -111,11 +124,12 @@ def _wrap_unary(method: str, behaviour: Behaviour, gauge: "CallInterceptor") -> 
 def _wrap_stream(method: str, behaviour: Behaviour, gauge: "CallInterceptor") -> Behaviour:
     if not inspect.isasyncgenfunction(behaviour):
         # Writes through context.write(): it is awaited like a unary behaviour.
-        return _wrap_unary(method, behaviour, gauge)
+        return _wrap_unary(method, behaviour, gauge, stream=True)
 
     async def wrapper(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         call = _Call(method, context, gauge)
         try:
+            await context.send_initial_metadata(gauge.served_by)
             await _reject_undecodable(request, context)
             async for response in behaviour(request, context):
                 yield response
@@ -135,9 +149,10 @@ HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Counts the calls in flight too: shutdown reports them and tests wait on them."""
 
-    def __init__(self, access_log: str = "all") -> None:
+    def __init__(self, access_log: str = "all", replica: str = "local") -> None:
         # "all", "errors" (calls that did not end OK) or "off".
         self.access_log = access_log
+        self.served_by = ((SERVED_BY, replica),)
         self.in_flight = 0
         self._health_watches: set[asyncio.Task[Any]] = set()
         # The wrapped handler of each method, built on its first call: the services of a

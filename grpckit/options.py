@@ -26,10 +26,20 @@ SERVER_OPTIONS: Final[ChannelOptions] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
-    # A reconnecting client must re-resolve DNS now and then to find new replicas.
-    ("grpc.max_connection_age_ms", 10 * 60_000),
-    ("grpc.max_connection_age_grace_ms", 60_000),
 ]
+
+
+def server_options(max_connection_age_seconds: float) -> ChannelOptions:
+    """SERVER_OPTIONS plus a maximum connection age.
+
+    A client re-resolves its target's DNS name when a connection ends, and only then finds
+    replicas that came up since (`docker compose up --scale`, a Kubernetes rollout). The age
+    makes every connection end now and then with a GOAWAY: new calls move to a fresh
+    connection while calls in flight finish on the old one (no grace limit is set, so a
+    long video stream is never cut for age).
+    """
+    return [*SERVER_OPTIONS, ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000))]
+
 
 # Retry only UNAVAILABLE (the call never reached a handler, or the server is restarting)
 # and wait for the channel to be ready instead of failing fast while a server restarts.

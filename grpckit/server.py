@@ -2,6 +2,8 @@
 
 Health: NOT_SERVING from the start until the service says its data is loaded, and again
 as soon as shutdown begins, so load balancers and compose stop sending work first.
+The same health service can also be served alone, in plaintext, on a maintenance port:
+Kubernetes' native gRPC probes cannot present a client certificate.
 """
 
 import asyncio
@@ -18,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from grpckit import logs
 from grpckit.config import ServerConfig
 from grpckit.interceptors import CallInterceptor
-from grpckit.options import SERVER_OPTIONS
+from grpckit.options import server_options
 from grpckit.tls import server_credentials
 from grpckit.workers import run_workers
 
@@ -52,8 +54,11 @@ class Server:
         self.servicers: dict[str, object] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped: asyncio.Future[None] | None = None
-        self._calls = CallInterceptor(config.access_log)
-        self.grpc = grpc.aio.server(interceptors=[self._calls], options=SERVER_OPTIONS)
+        self._calls = CallInterceptor(config.access_log, config.replica)
+        self.grpc = grpc.aio.server(
+            interceptors=[self._calls],
+            options=server_options(config.max_connection_age_seconds),
+        )
         for service in services:
             service.register(self)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -65,15 +70,31 @@ class Server:
             self.port = self.grpc.add_insecure_port(config.address)
         else:
             self.port = self.grpc.add_secure_port(config.address, server_credentials(config.tls))
+        # Health only, no business RPC and no reflection: plaintext is acceptable there.
+        self.maintenance: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if config.health_port is not None:
+            self.maintenance = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.maintenance)
+            self.health_port = self.maintenance.add_insecure_port(
+                f"{config.host}:{config.health_port}"
+            )
 
     async def start(self) -> int:
         """Start accepting calls, NOT_SERVING until `set_serving`; returns the bound port."""
         for name in ("", *self._names):
             await self.health.set(name, NOT_SERVING)
         await self.grpc.start()
+        if self.maintenance is not None:
+            await self.maintenance.start()
         log.info(
             "listening",
-            extra={"port": self.port, "services": self._names, "tls": self.config.tls is not None},
+            extra={
+                "port": self.port,
+                "health_port": self.health_port,
+                "services": self._names,
+                "tls": self.config.tls is not None,
+            },
         )
         return self.port
 
@@ -124,6 +145,9 @@ class Server:
             await asyncio.sleep(drain)
         self._calls.end_health_watches()
         await self.grpc.stop(grace)
+        if self.maintenance is not None:
+            # Last, so probes see NOT_SERVING, not a refused connection, while calls finish.
+            await self.maintenance.stop(None)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -132,7 +156,7 @@ class Server:
 def run_server(config: ServerConfig, start: Callable[[], Awaitable[Server]]) -> int:
     """Configure logs, then start a server and serve until a signal, in this process or in
     `config.workers` forked ones. Returns the exit code."""
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.replica)
 
     def worker() -> int:
         asyncio.run(_serve_until_signal(start))

@@ -78,6 +78,42 @@ async def test_each_command_prints_json(environment: dict[str, str]) -> None:
     assert (health.code, health.out[0]["status"]) == (0, "SERVING")
 
 
+async def test_load_balances_calls_over_every_address_of_the_target(
+    environment: dict[str, str], pki: Path
+) -> None:
+    replicas = [
+        await start_cheese(CheeseConfig(replace(server_config(pki, "cheese"), replica=name), 0))
+        for name in ("cheese-a", "cheese-b")
+    ]
+    try:
+        # What dns:///cheese resolves to with two replicas, written out.
+        addresses = ",".join(f"127.0.0.1:{r.port}" for r in replicas)
+        env = {**environment, "CHEESE_TARGET": f"ipv4:{addresses}"}
+        # The name the certificate carries: an address list has no host name to check.
+        result = await run(
+            env, "--server-name", "localhost", "load", "cheese", "--seconds", "1",
+            "--concurrency", "4",
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        [summary] = result.out
+        assert summary["failed"] == 0
+        assert set(summary["served_by"]) == {"cheese-a", "cheese-b"}  # type: ignore[arg-type]
+    finally:
+        for replica in replicas:
+            await replica.stop(0)
+
+
+@pytest.mark.parametrize("service", ["movie", "soccer"])
+async def test_load_names_the_server_of_every_call(
+    environment: dict[str, str], service: str
+) -> None:
+    result = await run(environment, "load", service, "--seconds", "0.5", "--concurrency", "2")
+    assert result.code == 0, result.err
+    [summary] = result.out
+    assert summary["codes"] == {"OK": summary["calls"]}
+    assert summary["served_by"] == {"local": summary["calls"]}
+
+
 async def test_watch_saves_a_playable_video(environment: dict[str, str], tmp_path: Path) -> None:
     saved = tmp_path / "out.mp4"
     result = await run(

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from api import cheese_pb2, cheese_pb2_grpc
 from cheese.server import CheeseConfig, build, start
+from client.common import served_by
 from grpckit.channel import ClientTls
 from grpckit.server import Server
 from tests.conftest import ROOT, Connect, client_tls, eventually, server_config
@@ -187,6 +188,64 @@ async def test_access_log_can_keep_only_errors_or_nothing(
         await server.stop(0)
 
 
+async def test_maintenance_port_serves_health_alone_in_plaintext(
+    pki: Path, connect: Connect
+) -> None:
+    config = replace(server_config(pki, "cheese"), health_port=0)
+    server = build(CheeseConfig(config, 0.0))
+    await server.start()
+    try:
+        assert server.health_port is not None
+        assert server.health_port != server.port
+        plain = connect(server.health_port, None, watch_health=False)
+        assert await check(plain) == NOT_SERVING
+        await server.set_serving()
+        assert await check(plain, CHEESE) == SERVING
+        # No business RPC and no reflection on the plaintext port.
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await cheese_pb2_grpc.CheeseServiceStub(plain).Order(
+                cheese_pb2.CheeseRequest(), timeout=5
+            )
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            stub = reflection_pb2_grpc.ServerReflectionStub(plain)
+            [r async for r in stub.ServerReflectionInfo(iter([request]), timeout=5)]
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # Shutdown: the probe sees NOT_SERVING first, while calls drain.
+        stopping = asyncio.ensure_future(server.stop(1))
+
+        async def not_serving() -> None:
+            assert await check(plain) == NOT_SERVING
+
+        await eventually(not_serving)
+        await stopping
+    finally:
+        await server.stop(0)
+
+
+async def test_responses_name_the_replica_that_served_them(pki: Path, connect: Connect) -> None:
+    config = replace(server_config(pki, "cheese"), replica="cheese-7")
+    server = await start(CheeseConfig(config, 0.0))
+    try:
+        channel = connect(server.port, client_tls(pki))
+        order = cheese_pb2_grpc.CheeseServiceStub(channel).Order(cheese_pb2.CheeseRequest())
+        await order
+        assert served_by(await order.trailing_metadata()) == "cheese-7"
+        failed = cheese_pb2_grpc.CheeseServiceStub(channel).Order(
+            cheese_pb2.CheeseRequest(type=42)  # type: ignore[arg-type]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await failed
+        assert served_by(error.value.trailing_metadata()) == "cheese-7"
+        # A stream names its server before its first message.
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert served_by(await watch.initial_metadata()) == "cheese-7"
+        watch.cancel()
+    finally:
+        await server.stop(0)
+
+
 async def read_logs_until(
     stream: asyncio.StreamReader, message: str, count: int
 ) -> list[dict[str, Any]]:
@@ -253,7 +312,8 @@ def test_help_documents_every_setting_and_its_variable() -> None:
         assert result.returncode == 0
         for variable in ["HOST", "PORT", "TLS_CERT", "TLS_KEY", "TLS_CA", "INSECURE",
                          "SHUTDOWN_GRACE", "SHUTDOWN_DRAIN", "LOG_LEVEL", "ACCESS_LOG",
-                         "WORKERS", *variables]:  # fmt: skip
+                         "WORKERS", "HEALTH_PORT", "REPLICA_NAME", "MAX_CONNECTION_AGE",
+                         *variables]:  # fmt: skip
             assert f"[env {variable}]" in result.stdout, (service, variable)
 
 
