@@ -101,7 +101,7 @@ build-ca:
 images: base-image build-ca ## the base images and one image per service
 	docker build --quiet -f Dockerfile.base --target base -t grpcdemo-base:latest .
 	docker build --quiet -f Dockerfile.base --target video-base -t grpcdemo-video-base:latest .
-	$(COMPOSE) --profile tools build cheese movie soccer client
+	$(COMPOSE) --profile tools build cheese movie soccer edge client
 	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'grpcdemo-*'
 
 .PHONY: grpcurl
