@@ -97,7 +97,9 @@ async def test_load_balances_calls_over_every_address_of_the_target(
         assert result.code == 0, result.err
         [summary] = result.out
         assert summary["failed"] == 0
-        assert set(summary["served_by"]) == {"cheese-a", "cheese-b"}  # type: ignore[arg-type]
+        served = summary["served_by"]
+        assert isinstance(served, dict)
+        assert set(served) == {"cheese-a", "cheese-b"}
     finally:
         for replica in replicas:
             await replica.stop(0)
