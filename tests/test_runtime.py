@@ -246,6 +246,19 @@ async def test_responses_name_the_replica_that_served_them(pki: Path, connect: C
         await server.stop(0)
 
 
+async def test_connection_age_moves_new_calls_on_without_cutting_one_in_flight(
+    pki: Path, connect: Connect
+) -> None:
+    config = replace(server_config(pki, "cheese"), max_connection_age_seconds=0.3)
+    server = await start(CheeseConfig(config, 1.5))  # each order outlives the connection's age
+    try:
+        stub = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
+        orders = [await stub.Order(cheese_pb2.CheeseRequest(), timeout=10) for _ in range(2)]
+        assert all(order.age > 0 for order in orders)
+    finally:
+        await server.stop(0)
+
+
 async def read_logs_until(
     stream: asyncio.StreamReader, message: str, count: int
 ) -> list[dict[str, Any]]:
