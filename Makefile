@@ -10,7 +10,7 @@ PROTOS := $(wildcard proto/api/*.proto)
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements/*.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,8 +57,12 @@ lint: proto ## ruff and strict mypy
 unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
 	$(BIN)/pytest
 
+.PHONY: k8s-check
+k8s-check: venv ## render deploy/k8s (kustomize) and validate it offline; no cluster needed
+	scripts/k8s-check.sh
+
 .PHONY: test
-test: lint unit e2e ## everything CI runs: lint, unit suite, end-to-end on compose
+test: lint unit k8s-check e2e ## everything CI runs: lint, unit suite, manifests, end-to-end on compose
 
 .PHONY: run-cheese run-movie run-soccer
 run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on the host (mutual TLS)
