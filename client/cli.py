@@ -222,7 +222,7 @@ def add_commands(commands: Any) -> None:
 
     command(commands, "smoke", smoke, "call every RPC of every service once, check the results")
 
-    load = command(commands, "load", run_load, "unary calls for a while; who served, what failed")
+    load = command(commands, "load", run_load, "calls for a while: who served them, which failed")
     load.add_argument("service", choices=sorted(CALLERS), help="which server to load")
     load.add_argument("--seconds", type=positive_float, default=10.0, help="how long")
     load.add_argument(

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -27,16 +28,21 @@ class WrongAnswerError(Exception):
     """The call succeeded but its answer is not what was asked for: a failed call too."""
 
 
-async def _cheese_caller(channel: grpc.aio.Channel, args: argparse.Namespace) -> Caller:
-    stub = cheese_pb2_grpc.CheeseServiceStub(channel)
-    request = cheese_pb2.CheeseRequest(type=cheese_pb2.BRIE)
+def _unary(start: Callable[[float], Any]) -> Caller:
+    """A Caller of a unary method: `start` begins the call, given its deadline."""
 
-    async def order(deadline: float) -> str:
-        call = stub.Order(request, timeout=deadline)
+    async def one(deadline: float) -> str:
+        call = start(deadline)
         await call
         return served_by(await call.trailing_metadata())
 
-    return order
+    return one
+
+
+async def _cheese_caller(channel: grpc.aio.Channel, args: argparse.Namespace) -> Caller:
+    stub = cheese_pb2_grpc.CheeseServiceStub(channel)
+    request = cheese_pb2.CheeseRequest(type=cheese_pb2.BRIE)
+    return _unary(lambda deadline: stub.Order(request, timeout=deadline))
 
 
 async def _movie_caller(channel: grpc.aio.Channel, args: argparse.Namespace) -> Caller:
@@ -44,13 +50,7 @@ async def _movie_caller(channel: grpc.aio.Channel, args: argparse.Namespace) -> 
     # A real id from the catalogue, so every call is a hit, whatever the catalogue holds.
     first = await anext(aiter(stub.GetListMovies(movie_pb2.Empty(), timeout=10)))
     request = movie_pb2.MovieID(id=first.id)
-
-    async def lookup(deadline: float) -> str:
-        call = stub.GetMovieByID(request, timeout=deadline)
-        await call
-        return served_by(await call.trailing_metadata())
-
-    return lookup
+    return _unary(lambda deadline: stub.GetMovieByID(request, timeout=deadline))
 
 
 async def _soccer_caller(channel: grpc.aio.Channel, args: argparse.Namespace) -> Caller:

@@ -122,7 +122,7 @@ class ConfigParser:
             "--replica",
             "REPLICA_NAME",
             socket.gethostname(),
-            "this server's name in logs and in the x-served-by response metadata",
+            "this server's name in logs and in the served-by response metadata",
             str,
         )
         self.add(
