@@ -28,6 +28,7 @@ def parse_bool(text: str) -> bool:
 
 
 ACCESS_LOG_CHOICES = ("all", "errors", "off")
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 def optional_port(text: str) -> int | None:
@@ -35,10 +36,13 @@ def optional_port(text: str) -> int | None:
     return int(text) if text.strip() else None
 
 
-def access_log_choice(text: str) -> str:
-    if text not in ACCESS_LOG_CHOICES:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(ACCESS_LOG_CHOICES)}")
-    return text
+def one_of(*choices: str) -> Callable[[str], str]:
+    def choose(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return choose
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class ServerConfig:
     # Names this server in logs and in every response's metadata (see grpckit/interceptors.py).
     replica: str = "local"
     max_connection_age_seconds: float = 60.0
+    event_loop: str = "uvloop"
 
     @property
     def address(self) -> str:
@@ -108,7 +113,7 @@ class ConfigParser:
             "all",
             "log a line per call: all, errors (calls that did not end OK) or off; "
             "a line per call costs about a quarter of the peak unary rate",
-            access_log_choice,
+            one_of(*ACCESS_LOG_CHOICES),
         )
         self.add(
             "--health-port",
@@ -132,6 +137,13 @@ class ConfigParser:
             "seconds after which a client connection is asked to reconnect (GOAWAY), so "
             "clients re-resolve DNS and find new replicas; calls in flight are never cut",
             float,
+        )
+        self.add(
+            "--event-loop",
+            "EVENT_LOOP",
+            "uvloop",
+            "uvloop (faster per message, see grpckit/loop.py) or asyncio (the standard loop)",
+            one_of(*EVENT_LOOPS),
         )
         self.add(
             "--workers",
@@ -173,5 +185,6 @@ class ConfigParser:
             health_port=args.health_port,
             replica=args.replica,
             max_connection_age_seconds=args.max_connection_age,
+            event_loop=args.event_loop,
         )
         return server, args

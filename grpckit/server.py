@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from grpckit import logs
 from grpckit.config import ServerConfig
 from grpckit.interceptors import CallInterceptor
+from grpckit.loop import run as run_loop
 from grpckit.options import server_options
 from grpckit.tls import server_credentials
 from grpckit.workers import run_workers
@@ -159,7 +160,7 @@ def run_server(config: ServerConfig, start: Callable[[], Awaitable[Server]]) -> 
     logs.configure(config.log_level, config.replica)
 
     def worker() -> int:
-        asyncio.run(_serve_until_signal(start))
+        run_loop(_serve_until_signal(start), config.event_loop)
         return 0
 
     return worker() if config.workers == 1 else run_workers(config.workers, worker)

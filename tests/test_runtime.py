@@ -325,7 +325,7 @@ def test_help_documents_every_setting_and_its_variable() -> None:
         assert result.returncode == 0
         for variable in ["HOST", "PORT", "TLS_CERT", "TLS_KEY", "TLS_CA", "INSECURE",
                          "SHUTDOWN_GRACE", "SHUTDOWN_DRAIN", "LOG_LEVEL", "ACCESS_LOG",
-                         "WORKERS", "HEALTH_PORT", "REPLICA_NAME", "MAX_CONNECTION_AGE",
+                         "WORKERS", "HEALTH_PORT", "REPLICA_NAME", "MAX_CONNECTION_AGE", "EVENT_LOOP",
                          *variables]:  # fmt: skip
             assert f"[env {variable}]" in result.stdout, (service, variable)
 
