@@ -3,7 +3,7 @@
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +85,9 @@ class SoccerServicer:
             (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Watch": watch}),)
         )
 
-    async def Watch(self, request: soccer_pb2.Match, context: Context) -> AsyncIterator[bytes]:
+    async def Watch(self, request: soccer_pb2.Match, context: Context) -> None:
+        """Writes with `context.write` rather than yielding: no async generator is resumed
+        per message (this loop runs 30 times a second for every viewer)."""
         await _check(request, context)
         try:
             path = resolve(self._videos_dir, request.id)
@@ -105,66 +107,83 @@ class SoccerServicer:
             )
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         fmt = (request.encoding, quality if request.encoding == soccer_pb2.JPEG else 0)
-        frames = (
-            self._unpaced(path, start or 0, fmt, info.fps)
-            if request.unpaced
-            else self._live(path, start, fmt)
-        )
-        sent = 0
-        # The next frame this viewer would get: where a client resumes after a shutdown.
-        next_index = start or 0
+        stream = _Stream(context, request.max_frames, self._stopping, start or 0)
         try:
-            async for index, message in frames:
-                if self._stopping.is_set():
-                    break
-                yield message
-                sent += 1
-                next_index = index + 1
-                if sent == request.max_frames:
-                    return
+            if request.unpaced:
+                await self._unpaced(stream, path, start or 0, fmt, info.fps)
+            else:
+                await self._live(stream, path, start, fmt)
         except VideoUnreadableError as error:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
         except HubStopped:
             pass
-        finally:
-            await frames.aclose()
+        if stream.complete:
+            return
         if self._stopping.is_set():
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"server shutting down; resume with start_frame={next_index}",
+                f"server shutting down; resume with start_frame={stream.next_index}",
             )
-        if sent == 0:
+        if stream.sent == 0:
             await context.abort(
                 grpc.StatusCode.DATA_LOSS, f"match {request.id!r} has no decodable frames"
             )
 
-    async def _live(
-        self, path: Path, start: int | None, fmt: Format
-    ) -> AsyncGenerator[tuple[int, bytes]]:
+    async def _live(self, stream: "_Stream", path: Path, start: int | None, fmt: Format) -> None:
         hub, viewer = self.hubs.watch(path, fmt, start)
         try:
             while (message := await viewer.next()) is not None:
-                yield viewer.next_index - 1, message
+                if not await stream.send(viewer.next_index - 1, message):
+                    return
         finally:
             self.hubs.leave(hub, viewer)
 
     async def _unpaced(
-        self, path: Path, start: int, fmt: Format, fps: float
-    ) -> AsyncGenerator[tuple[int, bytes]]:
+        self, stream: "_Stream", path: Path, start: int, fmt: Format, fps: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         reader = FrameReader(path)
         try:
             await loop.run_in_executor(reader.thread, reader.open, start)
             for index in itertools.count(start):
                 video = await loop.run_in_executor(reader.thread, reader.next, *fmt, index, fps)
-                if video is None:
+                if video is None or not await stream.send(index, video.SerializeToString()):
                     return
-                yield index, video.SerializeToString()
         finally:
             # Queued behind any read still running on the reader's thread, so it is safe even
             # when the client cancelled mid-frame; the thread ends once it has run.
             reader.thread.submit(reader.close)
             reader.thread.shutdown(wait=False)
+
+
+class _Stream:
+    """One Watch call's writes: counts them, honours max_frames, stops on shutdown, and
+    remembers the frame to resume from."""
+
+    def __init__(
+        self, context: Context, max_frames: int, stopping: asyncio.Event, next_index: int
+    ) -> None:
+        self._context = context
+        self._max_frames = max_frames
+        self._stopping = stopping
+        self.sent = 0
+        # The next frame this viewer would get: where a client resumes after a shutdown.
+        self.next_index = next_index
+
+    async def send(self, index: int, message: bytes) -> bool:
+        """Write frame `index`; False once the stream must end (shutdown, or max_frames)."""
+        if self._stopping.is_set():
+            return False
+        # Typed as taking a Video; the handler's identity serializer takes these bytes.
+        await self._context.write(message)  # type: ignore[arg-type]
+        self.sent += 1
+        self.next_index = index + 1
+        return not self.complete
+
+    @property
+    def complete(self) -> bool:
+        """The viewer got the max_frames it asked for: the stream ends OK, even in shutdown."""
+        return self.sent == self._max_frames
 
 
 async def _stop_hubs_on(stopping: asyncio.Event, hubs: Hubs) -> None:
