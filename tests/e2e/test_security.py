@@ -16,7 +16,7 @@ from tests.e2e.test_compose import compose
 pytestmark = pytest.mark.e2e
 
 SERVICES = ["cheese", "movie", "soccer"]
-IMAGES = [f"grpcdemo-{name}:latest" for name in (*SERVICES, "client", "base", "video-base")]
+IMAGES = [f"grpcdemo-{name}:latest" for name in (*SERVICES, "edge", "client", "base", "video-base")]
 # A whole PEM block, not just its header: TLS libraries carry the header as a constant.
 PRIVATE_KEY = re.compile(
     rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40,}-----END"
@@ -90,7 +90,7 @@ def test_keys_are_mounted_read_only_and_not_world_readable(service: str) -> None
     assert sorted(secrets) == ["ca.crt", "server.crt", "server.key"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", [*SERVICES, "edge"])
 def test_containers_run_hardened(service: str) -> None:
     details = inspect(service)
     host = details["HostConfig"]
