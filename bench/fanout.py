@@ -15,6 +15,9 @@ cancelling is what a viewer closing the app does, and it crashed the server when
 written (SIGSEGV in the access log's context.peer() after a cancel). The frame budget keeps
 that bug out of steps the server handles; a step it cannot handle still ends in cancels,
 and a crash then fails the step, is reported, and the server is restarted.
+
+For JPEG the floor is searched too: grpcio alone broadcasting the same prebuilt frames
+(bench/floor_servers.py), which no design of ours on grpcio can pass by much.
 """
 
 import sys
@@ -25,7 +28,7 @@ from typing import Any
 
 from bench import streams, tools
 from bench.figures import Figure, median
-from bench.processes import Server, ServerFailedError, ours, seed
+from bench.processes import Server, ServerFailedError, floor, ours, seed
 from bench.search import SearchResult, max_viewers
 from bench.settings import Settings
 from bench.workspace import MATCH, Workspace
@@ -51,7 +54,7 @@ class Subject:
         self.server = self._start()
 
     def _start(self) -> Server:
-        start = ours if self.kind == "ours" else seed
+        start = {"ours": ours, "seed": seed, "floor": floor}[self.kind]
         return self._stack.enter_context(start("soccer", self._settings, self._workspace))
 
     def crashed(self, viewers: int) -> bool:
@@ -70,7 +73,7 @@ def _search(
     binary: Path, subject: Subject, encoding: str, settings: Settings, workspace: Workspace
 ) -> SearchResult:
     window = 3.0 if settings.quick else 6.0
-    drain = subject.kind == "ours"
+    drain = subject.kind != "seed"  # the seed alone ignores max_frames
 
     def probe(n: int) -> dict[str, Any]:
         try:
@@ -142,4 +145,18 @@ def run(settings: Settings, workspace: Workspace) -> list[Figure]:
                     detail={kind: _summary(result) for kind, result in results.items()},
                 )
             )
+            if encoding == "jpeg":
+                subject = Subject("floor", settings, workspace, stack)
+                result = _search(binary, subject, encoding, settings, workspace)
+                figures.append(
+                    Figure(
+                        "fanout",
+                        "fanout.jpeg.floor_max_viewers",
+                        "viewers",
+                        result.max_viewers,
+                        results["seed"].max_viewers,
+                        note=f"grpcio alone; the {target:g}x target needs {target:g}x the seed",
+                        detail={"floor": _summary(result)},
+                    )
+                )
     return figures

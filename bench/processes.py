@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.settings import ROOT, Settings, pin
-from bench.workspace import Workspace
+from bench.workspace import MATCH, Workspace
 
 START_TIMEOUT = 90.0  # the 100k catalogue is parsed and checked before the port opens
 
@@ -161,3 +161,12 @@ def seed(service: str, settings: Settings, workspace: Workspace, *, tls: bool = 
     elif service == "soccer":
         argv += ["--videos-dir", str(workspace.videos)]
     return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, settings, tls)
+
+
+def floor(service: str, settings: Settings, workspace: Workspace) -> Server:
+    """grpcio alone (bench/floor_servers.py): the limit our servers' design cannot beat."""
+    argv = ["-m", "bench.floor_servers", "--service", service, "--port", "0"]
+    argv += ["--certs", str(workspace.pki), "--match", MATCH]
+    argv += ["--catalogue", str(workspace.catalogue)] if service == "movie" else []
+    argv += ["--videos-dir", str(workspace.videos)] if service == "soccer" else []
+    return launch(f"floor {service} mTLS", argv, settings, tls=True)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ async def farm(pki: Path) -> AsyncIterator[Server]:
     server = await start(CheeseConfig(server_config(pki, "cheese"), 0.0))
     yield server
     await server.stop(0)
+
+
+@asynccontextmanager
+async def cheese_server(pki: Path, prep: float = 0.0, **changes: Any) -> AsyncIterator[Server]:
+    """A cheese server whose config differs from the tests' default by `changes`."""
+    server = await start(CheeseConfig(replace(server_config(pki, "cheese"), **changes), prep))
+    try:
+        yield server
+    finally:
+        await server.stop(0)
 
 
 async def check(channel: grpc.aio.Channel, service: str = "") -> int:
@@ -175,17 +186,13 @@ async def test_each_call_is_logged_with_method_peer_code_and_duration(
 async def test_access_log_can_keep_only_errors_or_nothing(
     pki: Path, connect: Connect, caplog: pytest.LogCaptureFixture, mode: str, logged: list[str]
 ) -> None:
-    config = replace(server_config(pki, "cheese"), access_log=mode)
-    server = await start(CheeseConfig(config, 0.0))
-    try:
+    async with cheese_server(pki, access_log=mode) as server:
         stub = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
         with caplog.at_level(logging.INFO, logger="grpckit.access"):
             await stub.Order(cheese_pb2.CheeseRequest(), timeout=5)
             with pytest.raises(grpc.aio.AioRpcError):
                 await stub.Order(cheese_pb2.CheeseRequest(type=42), timeout=5)  # type: ignore[arg-type]
         assert [r.__dict__["code"] for r in caplog.records if r.name == "grpckit.access"] == logged
-    finally:
-        await server.stop(0)
 
 
 async def test_maintenance_port_serves_health_alone_in_plaintext(
@@ -225,9 +232,7 @@ async def test_maintenance_port_serves_health_alone_in_plaintext(
 
 
 async def test_responses_name_the_replica_that_served_them(pki: Path, connect: Connect) -> None:
-    config = replace(server_config(pki, "cheese"), replica="cheese-7")
-    server = await start(CheeseConfig(config, 0.0))
-    try:
+    async with cheese_server(pki, replica="cheese-7") as server:
         channel = connect(server.port, client_tls(pki))
         order = cheese_pb2_grpc.CheeseServiceStub(channel).Order(cheese_pb2.CheeseRequest())
         await order
@@ -242,21 +247,16 @@ async def test_responses_name_the_replica_that_served_them(pki: Path, connect: C
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         assert served_by(await watch.initial_metadata()) == "cheese-7"
         watch.cancel()
-    finally:
-        await server.stop(0)
 
 
 async def test_connection_age_moves_new_calls_on_without_cutting_one_in_flight(
     pki: Path, connect: Connect
 ) -> None:
-    config = replace(server_config(pki, "cheese"), max_connection_age_seconds=0.3)
-    server = await start(CheeseConfig(config, 1.5))  # each order outlives the connection's age
-    try:
+    # Each order outlives the connection's age.
+    async with cheese_server(pki, prep=1.5, max_connection_age_seconds=0.3) as server:
         stub = cheese_pb2_grpc.CheeseServiceStub(connect(server.port, client_tls(pki)))
         orders = [await stub.Order(cheese_pb2.CheeseRequest(), timeout=10) for _ in range(2)]
         assert all(order.age > 0 for order in orders)
-    finally:
-        await server.stop(0)
 
 
 async def read_logs_until(
