@@ -47,6 +47,23 @@ class Published:
     index: int
     # Serialized Video messages, one per format wanted when the frame was decoded.
     messages: dict[Format, bytes]
+    # The same with `skipped_frames` set, per (format, count): viewers that fell behind
+    # together (an overloaded server makes them all skip at once) share one copy of a frame
+    # instead of making one each.
+    _stamped: dict[tuple[Format, int], bytes] = field(default_factory=dict)
+
+    def message(self, fmt: Format, skipped: int) -> bytes | None:
+        """The frame's message in `fmt` telling `skipped`; None when `fmt` was not encoded."""
+        message = self.messages.get(fmt)
+        if message is None or not skipped:
+            return message
+        key = (fmt, skipped)
+        stamped = self._stamped.get(key)
+        if stamped is None:
+            # Concatenated messages merge: this sets one field on the shared bytes.
+            stamp = soccer_pb2.Video(skipped_frames=skipped).SerializeToString()
+            stamped = self._stamped[key] = message + stamp
+        return stamped
 
 
 class _End:
@@ -93,15 +110,12 @@ class Viewer:
                 if item.error is not None:
                     raise item.error
                 return None
-            message = item.messages.get(self.fmt)
+            message = item.message(self.fmt, self.skipped)
             if message is None:
                 # Backlog decoded before this format was wanted: nothing to send for it.
                 self.skipped += 1
                 continue
             self.next_index = item.index + 1
-            if self.skipped:
-                # Concatenated messages merge: this sets one field on the shared bytes.
-                message += soccer_pb2.Video(skipped_frames=self.skipped).SerializeToString()
             return message
 
 

@@ -79,3 +79,14 @@ async def test_a_viewer_that_falls_behind_skips_to_the_newest_frame() -> None:
     received = [soccer_pb2.Video.FromString(await viewer.next() or b"") for _ in range(2)]
     assert [(v.frame_index, v.skipped_frames) for v in received] == [(4, 4), (5, 4)]
     assert not viewer.queue
+
+
+async def test_viewers_that_fell_behind_together_share_each_stamped_frame() -> None:
+    viewers = [Viewer((soccer_pb2.RAW, 0), next_index=0, queue_frames=2) for _ in range(2)]
+    frames = [published(index) for index in range(4)]
+    for frame in frames:
+        for viewer in viewers:
+            viewer.offer(frame)  # frames 0-1 dropped for both when 2 arrives
+    first, second = [[await v.next() for _ in range(2)] for v in viewers]
+    assert [soccer_pb2.Video.FromString(m or b"").skipped_frames for m in first] == [2, 2]
+    assert all(a is b for a, b in zip(first, second, strict=True))  # one copy, not two
