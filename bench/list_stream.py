@@ -6,12 +6,11 @@ bench/floor_servers.py) is measured alongside: no server whose contract sends on
 per movie can beat it by much, so it says how far the 2x target is from reach.
 """
 
-import sys
 from contextlib import ExitStack
 
 from bench import streams, tools
 from bench.figures import Figure, compare
-from bench.processes import floor, ours, seed
+from bench.processes import floor, ours, rounds, seed
 from bench.settings import Settings
 from bench.streams import Report
 from bench.workspace import Workspace
@@ -28,15 +27,8 @@ def run(settings: Settings, workspace: Workspace) -> list[Figure]:
             "floor": stack.enter_context(floor("movie", settings, workspace)),
         }
         reports: dict[str, list[Report]] = {kind: [] for kind in servers}
-        for rep in range(settings.reps):
-            for kind, server in servers.items():
-                print(
-                    f"bench: list {server.label} ({rep + 1}/{settings.reps})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                server.check_alive()
-                reports[kind].append(streams.list_movies(binary, server, settings, workspace))
+        for kind, server in rounds("list", servers, settings.reps):
+            reports[kind].append(streams.list_movies(binary, server, settings, workspace))
     counts = {r["messages"] for rs in reports.values() for r in rs}
     rates = {kind: [r["messages_per_s"] for r in rs] for kind, rs in reports.items()}
     return [

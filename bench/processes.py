@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +170,20 @@ def floor(service: str, settings: Settings, workspace: Workspace) -> Server:
     argv += ["--catalogue", str(workspace.catalogue)] if service == "movie" else []
     argv += ["--videos-dir", str(workspace.videos)] if service == "soccer" else []
     return launch(f"floor {service} mTLS", argv, settings, tls=True)
+
+
+def rounds(
+    what: str,
+    servers: Mapping[str, Server],
+    reps: int,
+    order: Callable[[int], Sequence[str]] | None = None,
+) -> Iterator[tuple[str, Server]]:
+    """Each server once per repeat, interleaved so that a burst of noise on the machine hits
+    them alike (`order` may vary who goes first). Announces every run on stderr and checks
+    the server is still up before it is measured."""
+    for rep in range(reps):
+        for kind in order(rep) if order else list(servers):
+            server = servers[kind]
+            print(f"bench: {what} {server.label} ({rep + 1}/{reps})", file=sys.stderr, flush=True)
+            server.check_alive()
+            yield kind, server

@@ -4,12 +4,11 @@ What one connection can carry when nothing paces it: decoding, copying megabytes
 message, TLS and HTTP/2 flow control. The stream is read to the end of the video.
 """
 
-import sys
 from contextlib import ExitStack
 
 from bench import streams, tools
 from bench.figures import Figure, compare
-from bench.processes import ours, seed
+from bench.processes import ours, rounds, seed
 from bench.settings import Settings
 from bench.streams import Report
 from bench.workspace import MATCH, MATCH_1080, Workspace
@@ -36,21 +35,14 @@ def run(settings: Settings, workspace: Workspace) -> list[Figure]:
         for label, match in VIDEOS.items():
             rates: dict[str, list[tuple[float | None, float | None]]] = {k: [] for k in servers}
             errors: list[str] = []
-            for rep in range(settings.reps):
-                for kind, server in servers.items():
-                    print(
-                        f"bench: throughput {label} {server.label} ({rep + 1}/{settings.reps})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    server.check_alive()
-                    report = streams.watch(
-                        binary, server, settings, workspace,
-                        match=match, viewers=1, window=120, unpaced=True, per_viewer=True,
-                    )  # fmt: skip
-                    rates[kind].append(_rates(report))
-                    if report["errors"]:
-                        errors.append(f"{kind}: {report['first_error'][:160]}")
+            for kind, server in rounds(f"throughput {label}", servers, settings.reps):
+                report = streams.watch(
+                    binary, server, settings, workspace,
+                    match=match, viewers=1, window=120, unpaced=True, per_viewer=True,
+                )  # fmt: skip
+                rates[kind].append(_rates(report))
+                if report["errors"]:
+                    errors.append(f"{kind}: {report['first_error'][:160]}")
             note = "; ".join(errors)
             figures += [
                 compare(

@@ -12,13 +12,12 @@ elsewhere on the machine then lands inside one pair rather than on one side of t
 two medians (which once read 0.44 where pairs, measured alone, gave 0.9-1.1).
 """
 
-import sys
 from contextlib import ExitStack
 
 from bench import ghz, tools
 from bench.figures import Figure, compare
 from bench.ghz import UnaryCall, UnaryResult
-from bench.processes import Server, ours, seed
+from bench.processes import Server, ours, rounds, seed
 from bench.settings import Settings
 from bench.workspace import ID_TEMPLATE, Workspace
 
@@ -51,19 +50,11 @@ def run(settings: Settings, workspace: Workspace) -> list[Figure]:
                 ghz.run(binary, server, call, 50, 0.5, settings, workspace)
             for concurrency in CONCURRENCY:
                 results: dict[str, list[UnaryResult]] = {kind: [] for kind in servers}
-                for rep in range(settings.reps):
-                    for kind in _order(rep):
-                        server = servers[kind]
-                        print(
-                            f"bench: unary {label} c={concurrency} {server.label} "
-                            f"({rep + 1}/{settings.reps})",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        server.check_alive()
-                        results[kind].append(
-                            ghz.run(binary, server, call, concurrency, seconds, settings, workspace)
-                        )
+                what = f"unary {label} c={concurrency}"
+                for kind, server in rounds(what, servers, settings.reps, _order):
+                    results[kind].append(
+                        ghz.run(binary, server, call, concurrency, seconds, settings, workspace)
+                    )
                 figures += _figures(label, concurrency, results)
     return figures
 
