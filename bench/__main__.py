@@ -8,45 +8,26 @@ servers (bench/seed_servers.py) measured in the same run.
 """
 
 import argparse
+import importlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.figures import Figure, save, table
-from bench.settings import ROOT, Settings
-from bench.workspace import Workspace
+from bench.workspace import ROOT, Workspace, log
 
-Section = Callable[[Settings, Workspace], list[Figure]]
-SECTIONS = ("unary", "list", "fanout", "throughput", "startup")
-RESULTS = ROOT / "bench" / "results"
-
-
-def _section(name: str) -> Section:
-    # Imported on demand so that `--only unary` never loads OpenCV.
-    if name == "unary":
-        from bench import unary
-
-        return unary.run
-    if name == "list":
-        from bench import list_stream
-
-        return list_stream.run
-    if name == "fanout":
-        from bench import fanout
-
-        return fanout.run
-    if name == "throughput":
-        from bench import throughput
-
-        return throughput.run
-    from bench import startup
-
-    return startup.run
+SECTIONS = {  # name: module with run(Workspace) -> list[Figure]
+    "unary": "unary",
+    "list": "list_stream",
+    "fanout": "fanout",
+    "throughput": "throughput",
+    "startup": "startup",
+}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -58,7 +39,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--quick", action="store_true", help="one repeat, shorter windows")
     parser.add_argument("--reps", type=int, help="repeats per measurement (default 3, quick 1)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/png go")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
+                        help="where latest.json/png go")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, inputs)")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -68,67 +50,52 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _preflight() -> str | None:
+def _run_section(name: str, ws: Workspace) -> list[Figure]:
     try:
-        import api.cheese_pb2  # noqa: F401
-    except ImportError:
-        return "the generated code is missing: run `make proto` first"
-    return None
+        # Imported on demand so that `--only unary` never loads OpenCV.
+        figures: list[Figure] = importlib.import_module(f"bench.{SECTIONS[name]}").run(ws)
+    except Exception as error:  # one broken section must not lose the others
+        traceback.print_exc()
+        message = f"section failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        figures = [Figure(name, f"{name}.failed", "", None, None, note=message)]
+    print(f"\n{table([f.to_json('') for f in figures])}\n", file=sys.stderr, flush=True)
+    return figures
 
 
 def _git_revision() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    dirty = "+dirty" if git("status", "--porcelain").strip() else ""
+    return git("rev-parse", "--short", "HEAD").strip() + dirty
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    problem = _preflight()
-    if problem:
-        print(f"bench: {problem}", file=sys.stderr)
+    try:
+        import api.cheese_pb2  # noqa: F401
+    except ImportError:
+        print("bench: the generated code is missing: run `make proto` first", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="grpcdemo-bench-"))
-    settings = Settings.create(work, args.quick, args.reps)
-    workspace = Workspace(work, args.quick)
-    print(f"bench: {settings.pinning}; {settings.reps} repeat(s); temp dir {work}", file=sys.stderr)
+    ws = Workspace(work, args.quick, args.reps)
+    log(f"{ws.pinning}; {ws.reps} repeat(s); temp dir {work}")
     figures: list[Figure] = []
     timings: dict[str, float] = {}
     started = time.monotonic()
     try:
         for name in args.sections:
             t0 = time.monotonic()
-            try:
-                section_figures = _section(name)(settings, workspace)
-            except Exception as error:  # one broken section must not lose the others
-                traceback.print_exc()
-                message = (
-                    f"section failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                )
-                section_figures = [Figure(name, f"{name}.failed", "", None, None, note=message)]
+            figures += _run_section(name, ws)
             timings[name] = time.monotonic() - t0
-            figures += section_figures
-            print(
-                f"\n{table([f.to_json('') for f in section_figures])}\n",
-                file=sys.stderr,
-                flush=True,
-            )
     finally:
         if args.keep:
-            print(f"bench: kept {work}", file=sys.stderr)
+            log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     total = time.monotonic() - started
 
-    entries = save(args.out / "latest.json", figures, args.sections, SECTIONS)
+    entries = save(args.out / "latest.json", figures, args.sections, list(SECTIONS))
     this_run = [e for e in entries if e["section"] in args.sections]
     title = f"grpcdemo bench {_git_revision()} {time.strftime('%Y-%m-%d %H:%M')}" + (
         " (quick)" if args.quick else ""
@@ -138,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chart.draw(entries, args.out / "latest.png", title)
     print(table(this_run))
     spent = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items())
-    print(f"\n{settings.pinning}; {settings.reps} repeat(s); took {total:.0f}s ({spent})")
+    print(f"\n{ws.pinning}; {ws.reps} repeat(s); took {total:.0f}s ({spent})")
     print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.png'}")
     missed = [e["name"] for e in this_run if e["met"] is False]
     if missed:

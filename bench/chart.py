@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.figures import number
+
 WIDTH = 1500
 ROW = 24
 LABEL_W = 500
@@ -23,7 +25,7 @@ BLACK, GREY, LIGHT = (20, 20, 20), (120, 120, 120), (225, 225, 225)
 GREEN, RED, BLUE, ORANGE = (60, 160, 60), (50, 50, 210), (190, 120, 40), (40, 140, 230)
 
 
-def advantage(entry: dict[str, Any]) -> float | None:
+def _advantage(entry: dict[str, Any]) -> float | None:
     ratio = entry.get("ratio")
     if not ratio:
         return None
@@ -43,12 +45,6 @@ def _x(adv: float) -> int:
     clamped = min(max(adv, LOW), HIGH)
     share = (math.log2(clamped) - math.log2(LOW)) / (math.log2(HIGH) - math.log2(LOW))
     return LABEL_W + round(share * BAR_W)
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _text(
@@ -84,7 +80,7 @@ def draw(entries: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         y += ROW
         for e in (e for e in entries if e["section"] == section):
             _text(img, e["name"], 24, y + 16, BLACK, 0.42)
-            adv = advantage(e)
+            adv = _advantage(e)
             target = _target_advantage(e)
             if adv is not None:
                 met = e.get("met")
@@ -94,9 +90,9 @@ def draw(entries: Sequence[dict[str, Any]], path: Path, title: str) -> None:
             if target is not None:
                 tx = _x(target)
                 cv2.line(img, (tx, y + 2), (tx, y + ROW - 2), BLACK, 2)
-            value = f"{_number(e['value'])} {e['unit']}"
+            value = f"{number(e['value'])} {e['unit']}"
             if e.get("baseline") is not None:
-                value += f" vs {_number(e['baseline'])} ({e.get('baseline_label', 'seed')})"
+                value += f" vs {number(e['baseline'])} ({e.get('baseline_label', 'seed')})"
             if adv is not None:
                 value += f"  {adv:.2f}x"
             if e.get("met") is not None:

@@ -1,162 +1,185 @@
 """Soccer fan-out: how many viewers of one match a server on one CPU keeps watchable.
 
-Watchable means every viewer averages >= 29 fps and the 99th percentile of frame lag (how
-far behind the video's own clock a frame arrives, after the viewer's first frame) stays
-under 200 ms; and every viewer gets its first frame within half the window, so that a
-viewer queued behind the others (the seed's 11th waits for a whole window) does not pass by
-being served later, while many viewers joining at once still may take a moment. Ours paces frames
-in real time (the default Match); the seed ignores pacing and sends as fast as it decodes,
-so only the fps criterion limits it, and it never serves more than its 10 threads at once.
+Watchable means every viewer averages >= 29 fps, the 99th percentile of frame lag stays
+under 200 ms, and every viewer gets its first frame within half the window, so that a viewer
+queued behind the others (the seed's 11th waits for a whole window) does not pass by being
+served later, while many viewers joining at once still may take a moment. The lag of frame
+i is (recv_i - recv_0) - (timestamp_i - timestamp_0): how far behind the video's own clock
+it arrives (bench/viewers/watch.go). Ours paces frames in real time (the default Match);
+the seed ignores pacing and sends as fast as it decodes, so only the fps criterion limits
+it, and it never serves more than its 10 threads at once.
 
-Each viewer watches a budget of `window` seconds of frames. Ours is asked for exactly that
-many (Match.max_frames) and ends each stream itself, and the viewer waits for that end;
-the seed ignores max_frames, so its viewers cancel once they have them. Ending ours by
-cancelling is what a viewer closing the app does, and it crashed the server when this was
-written (SIGSEGV in the access log's context.peer() after a cancel). The frame budget keeps
-that bug out of steps the server handles; a step it cannot handle still ends in cancels,
-and a crash then fails the step, is reported, and the server is restarted.
+Each viewer watches a budget of `window` seconds of frames. Ours and the floor are asked for
+exactly that many (Match.max_frames) and end each stream themselves, and the viewer waits
+for that end; the seed ignores max_frames, so its viewers cancel once they have them. A
+server that crashes fails that step, is reported in the figure's note and is restarted.
+
+The answer is found by doubling the viewers until a step fails, then bisecting to a
+resolution of about 1/8 of the answer (exact below 8): each step costs a whole window, and
+knowing 120 from 128 is not worth a minute. Noise flips single runs near the boundary, so
+every failure and every bisection step is decided by a majority of up to `reps` runs,
+stopping as soon as the majority is certain; a clear pass while doubling takes one run.
 
 For JPEG the floor is searched too: grpcio alone broadcasting the same prebuilt frames
 (bench/floor_servers.py), which no design of ours on grpcio can pass by much.
 """
 
-import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from bench import streams, tools
 from bench.figures import Figure, median
-from bench.processes import Server, ServerFailedError, floor, ours, seed
-from bench.search import SearchResult, max_viewers
-from bench.settings import Settings
-from bench.workspace import MATCH, Workspace
+from bench.servers import Server, ServerFailedError, floor, ours, seed
+from bench.tools import run_viewers
+from bench.workspace import MATCH, Workspace, log
 
 LIMIT = 1024
 TARGETS = {"raw": 1.5, "jpeg": 50.0}
 FPS = 30  # the demo video's
+MIN_FPS = 29.0
+MAX_LAG_MS = 200.0
 SETTLE_SECONDS = 1.0  # ended streams wind down before the next step starts
-SUMMARY_KEYS = ("min_fps", "mean_fps", "p99_lag_ms", "mb_per_s", "client_cpu", "max_first_frame_ms")
+SUMMARY = ("min_fps", "mean_fps", "p99_lag_ms", "mb_per_s", "client_cpu", "max_first_frame_ms")
+
+Report = dict[str, Any]
+
+
+def run(ws: Workspace) -> list[Figure]:
+    figures: list[Figure] = []
+    with ExitStack() as stack:
+        subjects = {kind: Subject(kind, ws, stack) for kind in ("seed", "ours")}
+        for encoding, target in TARGETS.items():
+            results = {kind: subject.search(encoding) for kind, subject in subjects.items()}
+            notes = [subject.crash_note() for subject in subjects.values()]
+            if results["ours"].max_viewers == LIMIT:
+                notes.append(f"ours reached the search limit ({LIMIT})")
+            figures.append(Figure(
+                "fanout", f"fanout.{encoding}.max_viewers", "viewers",
+                results["ours"].max_viewers, results["seed"].max_viewers, min_ratio=target,
+                note="; ".join(n for n in notes if n),
+                detail={kind: result.summary() for kind, result in results.items()},
+            ))  # fmt: skip
+            if encoding == "jpeg":
+                result = Subject("floor", ws, stack).search(encoding)
+                figures.append(Figure(
+                    "fanout", "fanout.jpeg.floor_max_viewers", "viewers", result.max_viewers,
+                    results["seed"].max_viewers,
+                    note=f"grpcio alone; the {target:g}x target needs {target:g}x the seed",
+                    detail={"floor": result.summary()},
+                ))  # fmt: skip
+    return figures
+
+
+@dataclass
+class SearchResult:
+    max_viewers: int = 0
+    at_max: list[Report] = field(default_factory=list)  # the reports at the answer
+    steps: list[Report] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        at_max = {key: median(r[key] for r in self.at_max) for key in SUMMARY}
+        return {"max_viewers": self.max_viewers, "at_max": at_max, "steps": self.steps}
+
+
+def max_viewers(probe: Callable[[int], Report], reps: int) -> SearchResult:
+    result = SearchResult()
+
+    def majority(n: int, first: Report | None = None) -> tuple[bool, list[Report]]:
+        """Whether most of up to `reps` runs at `n` pass (counting `first`, already run)."""
+        reports = [] if first is None else [first]
+        need = reps // 2 + 1
+        while (passed := sum(r["ok"] for r in reports)) < need and len(reports) - passed < need:
+            reports.append(probe(n))
+            result.steps.append({"viewers": n, **reports[-1]})
+        return passed >= need, reports
+
+    lo, hi = 0, LIMIT + 1  # lo passes (0 trivially), hi fails
+    n = 1
+    while n <= LIMIT:
+        report = probe(n)
+        result.steps.append({"viewers": n, **report})
+        passed, reports = (True, [report]) if report["ok"] else majority(n, first=report)
+        if not passed:
+            hi = n
+            break
+        lo, result.max_viewers, result.at_max = n, n, reports
+        n *= 2
+    while hi - lo > max(1, lo // 8):
+        mid = (lo + hi) // 2
+        passed, reports = majority(mid)
+        if passed:
+            lo, result.max_viewers, result.at_max = mid, mid, reports
+        else:
+            hi = mid
+    return result
 
 
 class Subject:
-    """The server being searched, restarted when it crashes: a crash fails that step only.
+    """The server being searched, restarted when it crashes: a crash fails that step only,
+    and every crash is kept (viewer count, exit status, where) for the figure's note."""
 
-    Every crash is kept (the step's viewer count, the exit status and where it crashed),
-    reported in the figure's note and never hidden by the restart.
-    """
-
-    def __init__(self, kind: str, settings: Settings, workspace: Workspace, stack: ExitStack):
-        self.kind = kind
-        self._settings, self._workspace, self._stack = settings, workspace, stack
+    def __init__(self, kind: str, ws: Workspace, stack: ExitStack) -> None:
+        self.kind, self.ws, self._stack = kind, ws, stack
         self.crashes: list[str] = []
+        self._reported = 0
         self.server = self._start()
 
     def _start(self) -> Server:
         start = {"ours": ours, "seed": seed, "floor": floor}[self.kind]
-        return self._stack.enter_context(start("soccer", self._settings, self._workspace))
+        return self._stack.enter_context(start("soccer", self.ws))
 
-    def crashed(self, viewers: int) -> bool:
+    def _crashed(self, viewers: int) -> bool:
         """Whether the server died; if so, note it and start a fresh one."""
         try:
             self.server.check_alive()
         except ServerFailedError as error:
             self.crashes.append(f"{viewers} viewers: {str(error).splitlines()[0]}")
-            print(f"bench: {error}", file=sys.stderr, flush=True)
+            log(str(error))
             self.server = self._start()
             return True
         return False
 
+    def crash_note(self) -> str:
+        """The crashes since the last note."""
+        crashes, self._reported = self.crashes[self._reported :], len(self.crashes)
+        if not crashes:
+            return ""
+        return f"{self.kind} CRASHED {len(crashes)}x (step failed, restarted): {crashes[0]}"
 
-def _search(
-    binary: Path, subject: Subject, encoding: str, settings: Settings, workspace: Workspace
-) -> SearchResult:
-    window = 3.0 if settings.quick else 6.0
-    drain = subject.kind != "seed"  # the seed alone ignores max_frames
+    def search(self, encoding: str) -> SearchResult:
+        window = 3.0 if self.ws.quick else 6.0
+        deadline = window * 1.5 + 2
 
-    def probe(n: int) -> dict[str, Any]:
-        try:
-            report = streams.watch(
-                binary, subject.server, settings, workspace, match=MATCH, viewers=n,
-                encoding=encoding, window=window * 1.5 + 2, frames=round(window * FPS), drain=drain,
-                max_first=window / 2,
-            )  # fmt: skip
-        except RuntimeError:
-            if not subject.crashed(n):
-                raise
-            report = {key: 0.0 for key in SUMMARY_KEYS} | {
-                "errors": n,
-                "ok": False,
-                "crashed": True,
-            }
-        time.sleep(SETTLE_SECONDS)
-        if subject.crashed(n):
-            report = report | {"ok": False, "crashed": True}
-        print(
-            f"bench: fanout {encoding} {subject.server.label} viewers={n}: "
-            f"{'ok' if report.get('ok') else 'FAIL'} min_fps={report['min_fps']:.1f} "
-            f"p99_lag={report['p99_lag_ms']:.0f}ms first={report['max_first_frame_ms']:.0f}ms "
-            f"errors={report['errors']} client_cpu={report['client_cpu']:.2f}"
-            + (" CRASHED" if report.get("crashed") else ""),
-            file=sys.stderr,
-            flush=True,
-        )
-        return report
-
-    return max_viewers(probe, LIMIT, settings.reps)
-
-
-def _summary(result: SearchResult) -> dict[str, Any]:
-    return {
-        "max_viewers": result.max_viewers,
-        "at_max": {key: median(r[key] for r in result.at_max) for key in SUMMARY_KEYS},
-        "steps": result.steps,
-    }
-
-
-def run(settings: Settings, workspace: Workspace) -> list[Figure]:
-    binary = tools.viewers()
-    figures: list[Figure] = []
-    with ExitStack() as stack:
-        subjects = {kind: Subject(kind, settings, workspace, stack) for kind in ("seed", "ours")}
-        for encoding, target in TARGETS.items():
-            results: dict[str, SearchResult] = {}
-            notes: list[str] = []
-            for kind, subject in subjects.items():
-                before = len(subject.crashes)
-                results[kind] = _search(binary, subject, encoding, settings, workspace)
-                crashes = subject.crashes[before:]
-                if crashes:
-                    notes.append(
-                        f"{kind} CRASHED {len(crashes)}x (step failed, restarted): {crashes[0]}"
-                    )
-            if results["ours"].max_viewers == LIMIT:
-                notes.append(f"ours reached the search limit ({LIMIT})")
-            figures.append(
-                Figure(
-                    "fanout",
-                    f"fanout.{encoding}.max_viewers",
-                    "viewers",
-                    results["ours"].max_viewers,
-                    results["seed"].max_viewers,
-                    min_ratio=target,
-                    note="; ".join(notes),
-                    detail={kind: _summary(result) for kind, result in results.items()},
-                )
+        def probe(n: int) -> Report:
+            args = ["watch", "-match", MATCH, "-viewers", str(n), "-encoding", encoding]
+            args += ["-duration", f"{deadline:g}s", "-frames", str(round(window * FPS))]
+            args += [] if self.kind == "seed" else ["-drain"]
+            # Dialling hundreds of mTLS connections comes before the window and takes a while.
+            timeout = deadline + 120 + n * 0.2
+            try:
+                report = run_viewers(args, self.server, self.ws, timeout)
+            except RuntimeError:
+                if not self._crashed(n):
+                    raise
+                report = dict.fromkeys(SUMMARY, 0.0) | {"errors": n, "crashed": True}
+            time.sleep(SETTLE_SECONDS)
+            if self._crashed(n):
+                report["crashed"] = True
+            report["ok"] = not report.get("crashed") and (
+                report["errors"] == 0
+                and report["min_fps"] >= MIN_FPS
+                and report["p99_lag_ms"] < MAX_LAG_MS
+                and report["max_first_frame_ms"] <= window / 2 * 1000
             )
-            if encoding == "jpeg":
-                subject = Subject("floor", settings, workspace, stack)
-                result = _search(binary, subject, encoding, settings, workspace)
-                figures.append(
-                    Figure(
-                        "fanout",
-                        "fanout.jpeg.floor_max_viewers",
-                        "viewers",
-                        result.max_viewers,
-                        results["seed"].max_viewers,
-                        note=f"grpcio alone; the {target:g}x target needs {target:g}x the seed",
-                        detail={"floor": _summary(result)},
-                    )
-                )
-    return figures
+            log(
+                f"fanout {encoding} {self.server.label} viewers={n}: "
+                f"{'ok' if report['ok'] else 'FAIL'} min_fps={report['min_fps']:.1f} "
+                f"p99_lag={report['p99_lag_ms']:.0f}ms first={report['max_first_frame_ms']:.0f}ms "
+                f"errors={report['errors']} client_cpu={report['client_cpu']:.2f}"
+                + (" CRASHED" if report.get("crashed") else "")
+            )
+            return report
+
+        return max_viewers(probe, self.ws.reps)

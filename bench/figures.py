@@ -31,7 +31,6 @@ class Figure:
     better: Better = "higher"
     baseline_label: str = "seed"
     min_ratio: float | None = None
-    max_ratio: float | None = None
     min_value: float | None = None
     runs: Sequence[float | None] = ()
     baseline_runs: Sequence[float | None] = ()
@@ -45,45 +44,21 @@ class Figure:
         return self.value / self.baseline
 
     @property
-    def advantage(self) -> float | None:
-        """How many times better than the baseline, whichever way `better` points."""
-        ratio = self.ratio
-        if ratio is None or ratio == 0:
-            return None
-        return ratio if self.better == "higher" else 1 / ratio
-
-    @property
     def target(self) -> str | None:
-        parts = []
         if self.min_ratio is not None:
-            parts.append(f"ratio >= {self.min_ratio:g}")
-        if self.max_ratio is not None:
-            parts.append(f"ratio <= {self.max_ratio:g}")
-        if self.min_value is not None:
-            parts.append(f"value >= {self.min_value:g}")
-        return " and ".join(parts) or None
+            return f"ratio >= {self.min_ratio:g}"
+        return None if self.min_value is None else f"value >= {self.min_value:g}"
 
     @property
     def met(self) -> bool | None:
-        if self.target is None:
-            return None
-        if self.value is None:
-            return False
-        checks = []
-        if self.min_ratio is not None or self.max_ratio is not None:
-            if self.baseline == 0:
+        if self.min_ratio is not None:
+            if self.value is None or self.baseline == 0:
                 # Anything beats a baseline that managed nothing at all.
-                checks.append(self.value > 0)
-            elif self.ratio is None:
-                return None
-            else:
-                if self.min_ratio is not None:
-                    checks.append(self.ratio >= self.min_ratio)
-                if self.max_ratio is not None:
-                    checks.append(self.ratio <= self.max_ratio)
+                return bool(self.value)
+            return None if self.ratio is None else self.ratio >= self.min_ratio
         if self.min_value is not None:
-            checks.append(self.value >= self.min_value)
-        return all(checks)
+            return self.value is not None and self.value >= self.min_value
+        return None
 
     def to_json(self, run_at: str) -> dict[str, Any]:
         return {
@@ -119,10 +94,6 @@ def compare(
     )
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def save(
     path: Path, figures: Sequence[Figure], sections: Iterable[str], order: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -142,7 +113,7 @@ def save(
             previous = []
         if isinstance(previous, list):
             kept = [e for e in previous if isinstance(e, dict) and e.get("section") not in rerun]
-    run_at = now()
+    run_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     entries = kept + [f.to_json(run_at) for f in figures]
     rank = {name: i for i, name in enumerate(order)}
     entries.sort(key=lambda e: rank.get(e["section"], len(rank)))  # stable: keeps row order
@@ -151,7 +122,7 @@ def save(
     return entries
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
     if value is None:
         return "-"
     if value == 0 or abs(value) >= 100:
@@ -166,12 +137,12 @@ def table(entries: Sequence[dict[str, Any]]) -> str:
     for e in entries:
         met = {True: "yes", False: "NO", None: ""}[e["met"]]
         label = e["baseline_label"]
-        baseline = _number(e["baseline"]) + (
+        baseline = number(e["baseline"]) + (
             "" if label == "seed" or e["baseline"] is None else f" ({label})"
         )
         ratio = "-" if e["ratio"] is None else f"{e['ratio']:.2f}x"
         rows.append(
-            (e["name"], e["unit"], _number(e["value"]), baseline, ratio, e["target"] or "", met)
+            (e["name"], e["unit"], number(e["value"]), baseline, ratio, e["target"] or "", met)
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []

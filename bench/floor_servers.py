@@ -26,7 +26,7 @@ import grpc
 import uvloop
 
 from api import movie_pb2, soccer_pb2
-from bench.seed_servers import MAX_MESSAGE_BYTES, SEED_JPEG_QUALITY, _credentials
+from bench.seed_servers import MAX_MESSAGE_BYTES, SEED_JPEG_QUALITY, credentials
 
 # Generic only in grpc-stubs, so the alias must stay a string at run time.
 Handler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
@@ -137,7 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
         server.add_generic_rpc_handlers((_watch_handler(broadcast),))
         background.append(asyncio.create_task(broadcast.run()))
     port = server.add_secure_port(
-        f"{args.host}:{args.port}", _credentials(Path(args.certs), args.service)
+        f"{args.host}:{args.port}", credentials(Path(args.certs), args.service)
     )
     await server.start()
     # The same shape as our servers' "listening" log line, so one launcher reads all three.

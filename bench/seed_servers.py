@@ -119,7 +119,7 @@ class SeedSoccer(soccer_pb2_grpc.SoccerServicer):
             capture.release()
 
 
-def _credentials(certs: Path, service: str) -> grpc.ServerCredentials:
+def credentials(certs: Path, service: str) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(
         [((certs / f"{service}.key").read_bytes(), (certs / f"{service}.crt").read_bytes())],
         root_certificates=(certs / "ca.crt").read_bytes(),
@@ -146,7 +146,7 @@ def build(args: argparse.Namespace) -> tuple[grpc.Server, int]:
     if args.insecure:
         port = server.add_insecure_port(address)
     else:
-        port = server.add_secure_port(address, _credentials(Path(args.certs), args.service))
+        port = server.add_secure_port(address, credentials(Path(args.certs), args.service))
     return server, port
 
 

@@ -9,12 +9,10 @@ the cheese and movie runtime images carry neither OpenCV nor NumPy.
 import os
 import socket
 import subprocess
-import sys
 import time
 
 from bench.figures import Figure, median
-from bench.settings import ROOT, Settings
-from bench.workspace import Workspace
+from bench.workspace import ROOT, Workspace, log
 
 PROJECT = "grpcdemo-bench"
 SERVICES = ("cheese", "movie", "soccer")
@@ -38,7 +36,7 @@ def _docker(
 
 
 def _skipped(reason: str) -> list[Figure]:
-    print(f"bench: startup skipped: {reason}", file=sys.stderr, flush=True)
+    log(f"startup skipped: {reason}")
     return [
         Figure(
             "startup",
@@ -59,14 +57,14 @@ def _free_port() -> int:
         return port
 
 
-def _environment(settings: Settings) -> dict[str, str]:
+def _environment(ws: Workspace) -> dict[str, str]:
     env = dict(os.environ)
     env["CERTS_GID"] = str((ROOT / "certs" / "cheese.key").stat().st_gid)
     for service in SERVICES:
         env[f"{service.upper()}_PORT"] = str(_free_port())
     if not (ROOT / "videos").is_dir():
         # An empty folder the containers' user can read: soccer is healthy without videos.
-        videos = settings.work / "compose-videos"
+        videos = ws.directory / "compose-videos"
         videos.mkdir(exist_ok=True)
         videos.chmod(0o755)
         env["VIDEOS_DIR"] = str(videos)
@@ -118,7 +116,7 @@ def _up_once(env: dict[str, str]) -> tuple[float | None, str]:
     return (seconds if up.returncode == 0 else None), problem
 
 
-def run(settings: Settings, workspace: Workspace) -> list[Figure]:
+def run(ws: Workspace) -> list[Figure]:
     try:
         info = _docker("info", "--format", "{{.ServerVersion}}", timeout=30)
     except (FileNotFoundError, subprocess.TimeoutExpired) as error:
@@ -131,15 +129,11 @@ def run(settings: Settings, workspace: Workspace) -> list[Figure]:
     if not all((ROOT / "certs" / f"{s}.key").exists() for s in (*SERVICES, "client")):
         return _skipped("certs/ missing: run `make certs` first")
 
-    env = _environment(settings)
+    env = _environment(ws)
     runs: list[float | None] = []
     problems: list[str] = []
-    for rep in range(settings.reps):
-        print(
-            f"bench: startup compose up --wait ({rep + 1}/{settings.reps})",
-            file=sys.stderr,
-            flush=True,
-        )
+    for rep in range(ws.reps):
+        log(f"startup compose up --wait ({rep + 1}/{ws.reps})")
         seconds, problem = _up_once(env)
         runs.append(seconds)
         if problem:

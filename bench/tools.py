@@ -1,65 +1,85 @@
 """The load generators: ghz for unary calls, bench/viewers (Go) for streams.
 
 Neither is Python on purpose: a Python client on a two-core machine would measure itself.
-Both are built on demand from pinned sources, into git-ignored folders.
+Both are built on demand from pinned sources into git-ignored folders: ghz by
+scripts/go-tool.sh, the viewers with Go code generated from proto/api by grpcio-tools'
+protoc and the Go plugins pinned as tools in bench/viewers/go.mod.
 """
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
-from bench.settings import ROOT
+from bench.servers import Server
+from bench.workspace import ROOT, Workspace, log
 
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.121.0"
-VIEWERS_SOURCE = ROOT / "bench" / "viewers"
-VIEWERS_BINARY = ROOT / "bench" / ".bin" / "viewers"
+VIEWERS = ROOT / "bench" / "viewers"
+BIN = ROOT / "bench" / ".bin"
+PROTOS = ("api/movie.proto", "api/soccer.proto")
+PLUGINS = (  # pinned by bench/viewers/go.mod (its `tool` block)
+    "google.golang.org/protobuf/cmd/protoc-gen-go",
+    "google.golang.org/grpc/cmd/protoc-gen-go-grpc",
+)
+MODULE = "grpcdemo/bench/viewers"  # bench/viewers/go.mod; the generated package is MODULE/pb
 
 
 class ToolMissingError(RuntimeError):
     pass
 
 
-def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _go(*args: str, cwd: Path = VIEWERS) -> None:
     # Go lives in /usr/local/go on many hosts without being on PATH.
-    env["PATH"] = f"{env.get('PATH', '')}:/usr/local/go/bin"
-    return env
-
-
-def _have_go(env: dict[str, str]) -> bool:
-    return shutil.which("go", path=env["PATH"]) is not None
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/local/go/bin"}
+    if shutil.which(args[0], path=env["PATH"]) is None:
+        raise ToolMissingError(f"{args[0]} needs Go (https://go.dev/dl/)")
+    subprocess.run(args, cwd=cwd, check=True, env={**env, "CGO_ENABLED": "0"})
 
 
 def ghz() -> Path:
     binary = ROOT / ".tools" / "bin" / "ghz"
     if not binary.exists():
-        env = _go_env()
-        if not _have_go(env):
-            raise ToolMissingError(f"ghz not found at {binary} and no Go toolchain to build it")
-        print(f"bench: installing ghz ({GHZ_MODULE})", file=sys.stderr, flush=True)
-        subprocess.run(
-            [str(ROOT / "scripts" / "go-tool.sh"), "ghz", GHZ_MODULE], check=True, env=env
-        )
+        log(f"installing ghz ({GHZ_MODULE})")
+        _go(str(ROOT / "scripts" / "go-tool.sh"), "ghz", GHZ_MODULE, cwd=ROOT)
     return binary
 
 
 def viewers() -> Path:
-    """The Go viewers, rebuilt whenever a source file is newer than the binary."""
-    sources = [*VIEWERS_SOURCE.glob("*.go"), VIEWERS_SOURCE / "go.mod", VIEWERS_SOURCE / "go.sum"]
-    newest = max(p.stat().st_mtime for p in sources if p.exists())
-    if VIEWERS_BINARY.exists() and VIEWERS_BINARY.stat().st_mtime >= newest:
-        return VIEWERS_BINARY
-    env = _go_env()
-    if not _have_go(env):
-        raise ToolMissingError("building bench/viewers needs Go (https://go.dev/dl/)")
-    env.update(CGO_ENABLED="0", GOFLAGS="-mod=mod")
-    print("bench: building bench/viewers", file=sys.stderr, flush=True)
-    subprocess.run(
-        ["go", "build", "-trimpath", "-o", str(VIEWERS_BINARY), "."],
-        cwd=VIEWERS_SOURCE,
-        check=True,
-        env=env,
+    """The Go viewers, generated and rebuilt whenever a source is newer than the binary."""
+    binary = BIN / "viewers"
+    sources = [*VIEWERS.glob("*.go"), VIEWERS / "go.mod", *(ROOT / "proto" / p for p in PROTOS)]
+    if binary.exists() and binary.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return binary
+    log("generating and building bench/viewers")
+    _go("go", "build", "-o", f"{BIN}/", *PLUGINS)
+    shutil.rmtree(VIEWERS / "pb", ignore_errors=True)
+    (VIEWERS / "pb").mkdir()
+    options = ",".join([f"module={MODULE}", *(f"M{proto}={MODULE}/pb" for proto in PROTOS)])
+    protoc = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}"]
+    for plugin in ("go", "go-grpc"):
+        protoc += [f"--plugin=protoc-gen-{plugin}={BIN / f'protoc-gen-{plugin}'}"]
+        protoc += [f"--{plugin}_out={options}:{VIEWERS}"]
+    subprocess.run([*protoc, *PROTOS], check=True)
+    _go("go", "build", "-trimpath", "-o", str(binary), ".")
+    return binary
+
+
+def run_viewers(args: list[str], server: Server, ws: Workspace, timeout: float) -> dict[str, Any]:
+    """One run of the viewers against `server` (mutual TLS if it speaks it): its JSON report."""
+    if server.tls:
+        ca, cert, key = ws.client_tls()
+        args = [*args, "-ca", ca, "-cert", cert, "-key", key]
+    done = subprocess.run(
+        [str(viewers()), *args, *([] if server.tls else ["-insecure"]), "-addr", server.address],
+        capture_output=True,
+        check=False,
+        timeout=timeout,
+        preexec_fn=ws.pin("load"),
     )
-    return VIEWERS_BINARY
+    if done.returncode != 0:
+        raise RuntimeError(f"viewers failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    return cast(dict[str, Any], json.loads(done.stdout))

@@ -1,41 +1,58 @@
-"""The inputs a run generates for itself: a PKI, a large catalogue, and demo videos.
+"""What every section works with: how long to measure, on which CPUs, and generated inputs.
 
-Generated fresh in a temp dir, so the benchmark never depends on (or changes) the
-repository's certs/, movie/data or videos/, and the catalogue is big enough that a linear
-scan shows. Each input is made only when a section first asks for it.
+Servers run on one CPU and load generators on another, so that a client's own work never
+counts against the server and each server gets exactly one core, like a small container.
+The inputs (a PKI, a large catalogue, demo videos) are made fresh in a temp dir, so a run
+never depends on or changes the repository's certs/, movie/data or videos/, and the
+catalogue is big enough that a linear scan shows. Each is made when first asked for.
 """
 
 import json
+import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
-from bench.settings import ROOT
-
+ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE_SIZE = 100_000
 MATCH = "demo"  # 720p, 30 fps
 MATCH_1080 = "demo1080"
 
 
-def movie_id(n: int) -> str:
-    """UUID-shaped ids that ghz can template (see ID_TEMPLATE)."""
-    return f"00000000-0000-4000-8000-{n:012d}"
-
-
-# A random id per call; a Go raw string, since ghz checks the data is JSON before templating.
-ID_TEMPLATE = "{{printf `00000000-0000-4000-8000-%012d` (randomInt 0 " + str(CATALOGUE_SIZE) + ")}}"
-
-
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+def movie_id(n: int) -> str:
+    """UUID-shaped, so that ghz can make a random one per call (bench/unary.py)."""
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
 class Workspace:
-    def __init__(self, directory: Path, quick: bool) -> None:
+    def __init__(self, directory: Path, quick: bool, reps: int | None) -> None:
         self.directory = directory
         self.quick = quick
+        self.reps = reps or (1 if quick else 3)
+        cpus = sorted(os.sched_getaffinity(0))
+        self.server_cpus = frozenset(cpus[:1]) if len(cpus) >= 2 else None
+        self.load_cpus = frozenset(cpus[1:2]) if len(cpus) >= 2 else None
+        self.logs = directory / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def pinning(self) -> str:
+        if self.server_cpus is None or self.load_cpus is None:
+            return "not pinned (fewer than 2 CPUs available)"
+        return f"servers on CPU {sorted(self.server_cpus)}, load on CPU {sorted(self.load_cpus)}"
+
+    def pin(self, role: str) -> Callable[[], None] | None:
+        """A preexec_fn pinning a child to the "server" or "load" CPU before it starts any
+        thread (threads inherit it)."""
+        cpus = self.server_cpus if role == "server" else self.load_cpus
+        return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
 
     @cached_property
     def pki(self) -> Path:
@@ -43,10 +60,13 @@ class Workspace:
         subprocess.run(
             [str(ROOT / "certs" / "gen-certs.sh"), str(directory)],
             check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
         )
         return directory
+
+    def client_tls(self) -> list[str]:
+        """ca, cert, key: what every load generator presents."""
+        return [str(self.pki / name) for name in ("ca.crt", "client.crt", "client.key")]
 
     @cached_property
     def catalogue(self) -> Path:
@@ -67,18 +87,14 @@ class Workspace:
 
     @cached_property
     def videos(self) -> Path:
-        """demo.mp4: 720p, 20 s, so viewers never run out in a window; demo1080.mp4: 1080p."""
+        """MATCH: 720p, long enough that viewers never run out in a window; MATCH_1080."""
         from soccer import demo_video  # OpenCV: only loaded when a video section runs
 
         directory = self.directory / "videos"
         seconds = 12.0 if self.quick else 20.0
-        _log(f"generating a {seconds:g} s 720p and a {seconds / 2:g} s 1080p demo video")
+        log(f"generating a {seconds:g} s 720p and a {seconds / 2:g} s 1080p demo video")
         demo_video.generate(directory / f"{MATCH}.mp4", seconds=seconds, fps=30)
         demo_video.generate(
             directory / f"{MATCH_1080}.mp4", seconds=seconds / 2, fps=30, width=1920, height=1080
         )
         return directory
-
-    def client_tls(self) -> list[str]:
-        """ca, cert, key: what every load generator presents."""
-        return [str(self.pki / name) for name in ("ca.crt", "client.crt", "client.key")]

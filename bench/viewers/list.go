@@ -8,15 +8,11 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc"
+	"grpcdemo/bench/viewers/pb"
 )
 
-const listMethod = "/Movie/GetListMovies"
-
 type listReport struct {
-	Mode           string  `json:"mode"`
 	Messages       int     `json:"messages"`
-	Bytes          int64   `json:"bytes"`
 	Seconds        float64 `json:"seconds"`
 	MessagesPerS   float64 `json:"messages_per_s"`
 	FirstMessageMs float64 `json:"first_message_ms"`
@@ -24,41 +20,31 @@ type listReport struct {
 }
 
 func list(ctx context.Context, dc dialConfig) (listReport, error) {
+	var rep listReport
 	conn, err := dc.dial(ctx)
 	if err != nil {
-		return listReport{}, err
+		return rep, err
 	}
 	defer conn.Close()
-	rep := listReport{Mode: "list"}
-	empty := []byte{}
 	cpu0 := cpuSeconds()
 	start := time.Now()
-	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, listMethod)
+	stream, err := pb.NewMovieClient(conn).GetListMovies(ctx, &pb.Empty{})
 	if err != nil {
 		return rep, err
 	}
-	if err := stream.SendMsg(&empty); err != nil {
-		return rep, err
-	}
-	if err := stream.CloseSend(); err != nil {
-		return rep, err
-	}
-	var m counted
 	for {
-		if err := stream.RecvMsg(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
+		_, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
 			return rep, err
 		}
 		if rep.Messages == 0 {
 			rep.FirstMessageMs = ms(time.Since(start))
 		}
 		rep.Messages++
-		rep.Bytes += int64(m.size)
 	}
-	elapsed := time.Since(start)
-	rep.Seconds = elapsed.Seconds()
+	rep.Seconds = time.Since(start).Seconds()
 	rep.MessagesPerS = float64(rep.Messages) / rep.Seconds
 	rep.ClientCPU = (cpuSeconds() - cpu0) / rep.Seconds
 	return rep, nil

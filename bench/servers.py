@@ -1,8 +1,9 @@
-"""Servers under test as subprocesses: ours (`python -m <service>`) and the seed-style ones.
+"""Servers under test as subprocesses: ours (`python -m <service>`), the seed-style baseline
+(bench/seed_servers.py) and the floor (bench/floor_servers.py).
 
 Separate processes, pinned to the server CPU, started the way they run in production
 (command line, JSON logs), so nothing of the benchmark's own Python shares their GIL.
-Both kinds announce their port on a JSON line with "message": "listening".
+All three kinds announce their port on a JSON line with "message": "listening".
 """
 
 import json
@@ -15,8 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.settings import ROOT, Settings, pin
-from bench.workspace import MATCH, Workspace
+from bench.workspace import MATCH, ROOT, Workspace, log
 
 START_TIMEOUT = 90.0  # the 100k catalogue is parsed and checked before the port opens
 
@@ -63,29 +63,21 @@ class Server:
 
 
 def tail(log: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def crash_site(log: Path) -> str:
     """Where the crashing thread was, from faulthandler's dump: '<file>, line N in <func>'."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    for i, line in enumerate(lines):
-        if line.startswith("Current thread") and i + 1 < len(lines):
-            return lines[i + 1].strip().removeprefix("File ").replace(str(ROOT) + "/", "")
+    lines = log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("Current thread"):
+            return lines[i + 1].strip().removeprefix("File ").replace(f"{ROOT}/", "")
     return ""
 
 
 def _listening_port(log: Path) -> int | None:
-    with log.open(errors="replace") as handle:
-        for line in handle:
-            if '"listening"' not in line:
-                continue
+    for line in log.read_text(errors="replace").splitlines():
+        if '"listening"' in line:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
@@ -96,9 +88,8 @@ def _listening_port(log: Path) -> int | None:
     return None
 
 
-def launch(label: str, argv: Sequence[str], settings: Settings, tls: bool) -> Server:
-    slug = label.replace(" ", "-")
-    log = settings.logs / f"{slug}-{time.monotonic_ns()}.log"
+def launch(label: str, argv: Sequence[str], ws: Workspace, tls: bool = True) -> Server:
+    log = ws.logs / f"{label.replace(' ', '-')}-{time.monotonic_ns()}.log"
     # A crash in C (OpenCV, gRPC core) then leaves the Python stacks in the log.
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     with log.open("wb") as sink:
@@ -109,67 +100,49 @@ def launch(label: str, argv: Sequence[str], settings: Settings, tls: bool) -> Se
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            preexec_fn=pin(settings.server_cpus),
+            preexec_fn=ws.pin("server"),
         )
     deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         port = _listening_port(log)
         if port is not None:
             return Server(label, process, port, log, tls)
-        if process.poll() is not None:
-            break
         time.sleep(0.05)
     process.kill()
     process.wait()
     raise ServerFailedError(f"{label} did not start listening\n{tail(log)}")
 
 
-def ours(service: str, settings: Settings, workspace: Workspace, *, tls: bool = True) -> Server:
-    pki = workspace.pki
-    argv = [
-        "-m",
-        service,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--grace",
-        "1",
-        "--tls-cert",
-        str(pki / f"{service}.crt"),
-        "--tls-key",
-        str(pki / f"{service}.key"),
-        "--tls-ca",
-        str(pki / "ca.crt"),
-    ]
-    if not tls:
-        argv.append("--insecure")
-    if service == "cheese":
-        argv += ["--prep-seconds", "0"]  # the seed answers at once
-    elif service == "movie":
-        argv += ["--catalogue", str(workspace.catalogue), "--reload-seconds", "0"]
-    else:
-        argv += ["--videos-dir", str(workspace.videos)]
-    return launch(f"ours {service} {'mTLS' if tls else 'plaintext'}", argv, settings, tls)
+def ours(service: str, ws: Workspace, *, tls: bool = True) -> Server:
+    argv = ["-m", service, "--host", "127.0.0.1", "--port", "0", "--grace", "1"]
+    argv += ["--tls-cert", str(ws.pki / f"{service}.crt"), "--tls-key"]
+    argv += [str(ws.pki / f"{service}.key"), "--tls-ca", str(ws.pki / "ca.crt")]
+    argv += [] if tls else ["--insecure"]
+    argv += {
+        "cheese": ["--prep-seconds", "0"],  # the seed answers at once
+        "movie": ["--catalogue", str(ws.catalogue), "--reload-seconds", "0"],
+        "soccer": ["--videos-dir", str(ws.videos)],
+    }[service]
+    return launch(f"ours {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls)
 
 
-def seed(service: str, settings: Settings, workspace: Workspace, *, tls: bool = True) -> Server:
-    argv = ["-m", "bench.seed_servers", "--service", service, "--port", "0"]
-    argv += ["--certs", str(workspace.pki)] if tls else ["--insecure"]
+def _inputs(service: str, ws: Workspace) -> list[str]:
     if service == "movie":
-        argv += ["--catalogue", str(workspace.catalogue)]
-    elif service == "soccer":
-        argv += ["--videos-dir", str(workspace.videos)]
-    return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, settings, tls)
+        return ["--catalogue", str(ws.catalogue)]
+    return ["--videos-dir", str(ws.videos)] if service == "soccer" else []
 
 
-def floor(service: str, settings: Settings, workspace: Workspace) -> Server:
-    """grpcio alone (bench/floor_servers.py): the limit our servers' design cannot beat."""
-    argv = ["-m", "bench.floor_servers", "--service", service, "--port", "0"]
-    argv += ["--certs", str(workspace.pki), "--match", MATCH]
-    argv += ["--catalogue", str(workspace.catalogue)] if service == "movie" else []
-    argv += ["--videos-dir", str(workspace.videos)] if service == "soccer" else []
-    return launch(f"floor {service} mTLS", argv, settings, tls=True)
+def seed(service: str, ws: Workspace, *, tls: bool = True) -> Server:
+    argv = ["-m", "bench.seed_servers", "--service", service, "--port", "0", *_inputs(service, ws)]
+    argv += ["--certs", str(ws.pki)] if tls else ["--insecure"]
+    return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls)
+
+
+def floor(service: str, ws: Workspace) -> Server:
+    """grpcio alone: the limit no server of this design on grpcio can pass by much."""
+    argv = ["-m", "bench.floor_servers", "--service", service, "--port", "0", "--match", MATCH]
+    argv += ["--certs", str(ws.pki), *_inputs(service, ws)]
+    return launch(f"floor {service} mTLS", argv, ws)
 
 
 def rounds(
@@ -179,11 +152,11 @@ def rounds(
     order: Callable[[int], Sequence[str]] | None = None,
 ) -> Iterator[tuple[str, Server]]:
     """Each server once per repeat, interleaved so that a burst of noise on the machine hits
-    them alike (`order` may vary who goes first). Announces every run on stderr and checks
-    the server is still up before it is measured."""
+    them alike (`order` may vary who goes first). Announces every run and checks the server
+    is still up before it is measured."""
     for rep in range(reps):
         for kind in order(rep) if order else list(servers):
             server = servers[kind]
-            print(f"bench: {what} {server.label} ({rep + 1}/{reps})", file=sys.stderr, flush=True)
+            log(f"{what} {server.label} ({rep + 1}/{reps})")
             server.check_alive()
             yield kind, server
