@@ -26,7 +26,13 @@ import grpc
 import uvloop
 
 from api import movie_pb2, soccer_pb2
-from bench.seed_servers import MAX_MESSAGE_BYTES, SEED_JPEG_QUALITY, credentials
+from bench.seed_servers import (
+    MAX_MESSAGE_BYTES,
+    SEED_JPEG_QUALITY,
+    announce,
+    arguments,
+    credentials,
+)
 
 # Generic only in grpc-stubs, so the alias must stay a string at run time.
 Handler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
@@ -140,20 +146,12 @@ async def serve(args: argparse.Namespace) -> None:
         f"{args.host}:{args.port}", credentials(Path(args.certs), args.service)
     )
     await server.start()
-    # The same shape as our servers' "listening" log line, so one launcher reads all three.
-    line = {"message": "listening", "port": port, "service": args.service, "floor": True}
-    print(json.dumps(line), flush=True)
+    announce(port, args.service, "floor")
     await server.wait_for_termination()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.floor_servers", description=__doc__)
-    parser.add_argument("--service", choices=("movie", "soccer"), required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--certs", default="certs", help="folder with ca.crt, <service>.crt/.key")
-    parser.add_argument("--catalogue", default="movie/data/movies.json")
-    parser.add_argument("--videos-dir", default="videos")
+    parser = arguments("python -m bench.floor_servers", __doc__, ("movie", "soccer"))
     parser.add_argument("--match", default="demo")
     uvloop.run(serve(parser.parse_args(argv)))
     return 0

@@ -150,22 +150,31 @@ def build(args: argparse.Namespace) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.seed_servers", description=__doc__)
-    parser.add_argument("--service", choices=("cheese", "movie", "soccer"), required=True)
+def arguments(prog: str, doc: str | None, services: Sequence[str]) -> argparse.ArgumentParser:
+    """The command line of the baseline servers, seed and floor alike."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--service", choices=services, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--insecure", action="store_true", help="plaintext instead of mTLS")
     parser.add_argument("--certs", default="certs", help="folder with ca.crt, <service>.crt/.key")
     parser.add_argument("--catalogue", default="movie/data/movies.json")
     parser.add_argument("--videos-dir", default="videos")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def announce(port: int, service: str, kind: str) -> None:
+    """The same shape as our servers' "listening" log line, so one launcher reads all."""
+    print(json.dumps({"message": "listening", "port": port, "service": service, kind: True}))
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = arguments("python -m bench.seed_servers", __doc__, ("cheese", "movie", "soccer"))
+    parser.add_argument("--insecure", action="store_true", help="plaintext instead of mTLS")
+    args = parser.parse_args(argv)
     server, port = build(args)
     server.start()
-    # The same shape as our servers' "listening" log line, so one launcher reads both.
-    line = {"message": "listening", "port": port, "service": args.service, "seed": True}
-    print(json.dumps({**line, "tls": not args.insecure}), flush=True)
+    announce(port, args.service, "seed")
     signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
     try:
         server.wait_for_termination()
