@@ -32,15 +32,6 @@ def _advantage(entry: dict[str, Any]) -> float | None:
     return float(ratio) if entry.get("better", "higher") == "higher" else 1 / float(ratio)
 
 
-def _target_advantage(entry: dict[str, Any]) -> float | None:
-    target = entry.get("target") or ""
-    for op in (">=", "<="):
-        if target.startswith(f"ratio {op} "):
-            value = float(target.split()[2])
-            return value if entry.get("better", "higher") == "higher" else 1 / value
-    return None
-
-
 def _x(adv: float) -> int:
     clamped = min(max(adv, LOW), HIGH)
     share = (math.log2(clamped) - math.log2(LOW)) / (math.log2(HIGH) - math.log2(LOW))
@@ -81,14 +72,13 @@ def draw(entries: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         for e in (e for e in entries if e["section"] == section):
             _text(img, e["name"], 24, y + 16, BLACK, 0.42)
             adv = _advantage(e)
-            target = _target_advantage(e)
             if adv is not None:
                 met = e.get("met")
                 colour = GREEN if met else RED if met is False else BLUE if adv >= 1 else ORANGE
                 x0, x1 = sorted((_x(1), _x(adv)))
                 cv2.rectangle(img, (x0, y + 5), (max(x1, x0 + 1), y + ROW - 5), colour, -1)
-            if target is not None:
-                tx = _x(target)
+            if e.get("min_ratio") is not None:
+                tx = _x(e["min_ratio"] if e["better"] == "higher" else 1 / e["min_ratio"])
                 cv2.line(img, (tx, y + 2), (tx, y + ROW - 2), BLACK, 2)
             value = f"{number(e['value'])} {e['unit']}"
             if e.get("baseline") is not None:

@@ -9,7 +9,7 @@ import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,23 +61,8 @@ class Figure:
         return None
 
     def to_json(self, run_at: str) -> dict[str, Any]:
-        return {
-            "section": self.section,
-            "name": self.name,
-            "unit": self.unit,
-            "value": self.value,
-            "baseline": self.baseline,
-            "baseline_label": self.baseline_label,
-            "ratio": self.ratio,
-            "better": self.better,
-            "target": self.target,
-            "met": self.met,
-            "runs": list(self.runs),
-            "baseline_runs": list(self.baseline_runs),
-            "note": self.note,
-            "detail": self.detail,
-            "run_at": run_at,
-        }
+        derived = {"ratio": self.ratio, "target": self.target, "met": self.met}
+        return asdict(self) | derived | {"run_at": run_at}
 
 
 def compare(
