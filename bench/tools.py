@@ -20,7 +20,7 @@ from bench.workspace import ROOT, Workspace, log
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.121.0"
 VIEWERS = ROOT / "bench" / "viewers"
 BIN = ROOT / "bench" / ".bin"
-PROTOS = ("api/movie.proto", "api/soccer.proto")
+PROTOS = {ROOT / "proto": ("api/movie.proto", "api/soccer.proto"), VIEWERS: ("frame.proto",)}
 PLUGINS = (  # pinned by bench/viewers/go.mod (its `tool` block)
     "google.golang.org/protobuf/cmd/protoc-gen-go",
     "google.golang.org/grpc/cmd/protoc-gen-go-grpc",
@@ -51,19 +51,21 @@ def ghz() -> Path:
 def viewers() -> Path:
     """The Go viewers, generated and rebuilt whenever a source is newer than the binary."""
     binary = BIN / "viewers"
-    sources = [*VIEWERS.glob("*.go"), VIEWERS / "go.mod", *(ROOT / "proto" / p for p in PROTOS)]
+    protos = [name for names in PROTOS.values() for name in names]
+    sources = [*VIEWERS.glob("*.go"), VIEWERS / "go.mod"]
+    sources += [root / name for root, names in PROTOS.items() for name in names]
     if binary.exists() and binary.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
         return binary
     log("generating and building bench/viewers")
     _go("go", "build", "-o", f"{BIN}/", *PLUGINS)
     shutil.rmtree(VIEWERS / "pb", ignore_errors=True)
     (VIEWERS / "pb").mkdir()
-    options = ",".join([f"module={MODULE}", *(f"M{proto}={MODULE}/pb" for proto in PROTOS)])
-    protoc = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}"]
+    options = ",".join([f"module={MODULE}", *(f"M{proto}={MODULE}/pb" for proto in protos)])
+    protoc = [sys.executable, "-m", "grpc_tools.protoc", *(f"-I{root}" for root in PROTOS)]
     for plugin in ("go", "go-grpc"):
         protoc += [f"--plugin=protoc-gen-{plugin}={BIN / f'protoc-gen-{plugin}'}"]
         protoc += [f"--{plugin}_out={options}:{VIEWERS}"]
-    subprocess.run([*protoc, *PROTOS], check=True)
+    subprocess.run([*protoc, *protos], check=True)
     _go("go", "build", "-trimpath", "-o", str(binary), ".")
     return binary
 

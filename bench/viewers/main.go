@@ -1,7 +1,7 @@
 // Command viewers is the benchmark's streaming load generator. It is Go, not Python, so
 // that the client is never the bottleneck being measured. The message types and stubs in
-// ./pb are generated from proto/api by bench/tools.py (protoc with the Go plugins that
-// go.mod pins as tools).
+// ./pb are generated from proto/api and frame.proto by bench/tools.py (protoc with the Go
+// plugins that go.mod pins as tools).
 //
 //	viewers watch -addr 127.0.0.1:50053 -ca ca.crt -cert client.crt -key client.key \
 //	    -viewers 8 -duration 6s [-encoding jpeg] [-unpaced] [-frames N [-drain]]
@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 
 	"grpcdemo/bench/viewers/pb"
 )
@@ -118,7 +119,9 @@ func (d dialConfig) dial(ctx context.Context) (*grpc.ClientConn, error) {
 	}
 	conn, err := grpc.NewClient("passthrough:///"+d.addr,
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReceiveBytes)))
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(maxReceiveBytes),
+			grpc.ForceCodecV2(skimCodec{encoding.GetCodecV2("proto")})))
 	if err != nil {
 		return nil, err
 	}

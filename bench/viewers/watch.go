@@ -73,7 +73,7 @@ func watch(ctx context.Context, dc dialConfig, wc watchConfig) (watchReport, err
 	defer cancel()
 	var wg sync.WaitGroup
 	for i, conn := range conns {
-		wg.Go(func() { results[i] = view(window, pb.NewSoccerClient(conn), start, wc) })
+		wg.Go(func() { results[i] = view(window, conn, start, wc) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
@@ -112,16 +112,23 @@ func dialAll(ctx context.Context, dc dialConfig, n int) ([]*grpc.ClientConn, err
 // budget the viewer either drains (waits for the server to end the stream itself, as it
 // does when it honours Match.max_frames) or cancels at once (for a server that ignores
 // max_frames and would otherwise keep sending).
-func view(ctx context.Context, client pb.SoccerClient, start time.Time, wc watchConfig) viewerResult {
+func view(ctx context.Context, conn *grpc.ClientConn, start time.Time, wc watchConfig) viewerResult {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var r viewerResult
 	var first time.Duration
 	var firstTS float64
-	stream, err := client.Watch(ctx, wc.request)
+	stream, err := conn.NewStream(ctx, &pb.Soccer_ServiceDesc.Streams[0], pb.Soccer_Watch_FullMethodName)
+	if err == nil {
+		err = stream.SendMsg(wc.request)
+	}
+	if err == nil {
+		err = stream.CloseSend()
+	}
+	frame := sized{msg: &pb.VideoStamp{}}
+	v := frame.msg.(*pb.VideoStamp)
 	for err == nil && (wc.frames == 0 || r.frames < wc.frames) {
-		var v *pb.Video
-		if v, err = stream.Recv(); err != nil {
+		if err = stream.RecvMsg(&frame); err != nil {
 			break
 		}
 		now := time.Since(start)
@@ -132,14 +139,14 @@ func view(ctx context.Context, client pb.SoccerClient, start time.Time, wc watch
 			r.lags = append(r.lags, (now-first).Seconds()-(v.Timestamp-firstTS))
 		}
 		r.frames++
-		r.bytes += len(v.Data)
+		r.bytes += frame.size
 	}
 	endedAt := time.Since(start)
 	switch {
 	case err == nil: // the budget is spent
 		if wc.drain {
 			for err == nil {
-				_, err = stream.Recv()
+				err = stream.RecvMsg(&frame)
 			}
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				r.err = "after the last frame: " + err.Error()
