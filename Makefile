@@ -1,4 +1,5 @@
-# One entry point for everything: `make up` starts the stack, `make test` proves it.
+# Conveniences over the compose file: `make up` bootstraps an engine where none runs, then
+# `docker compose up -d --wait`; `make test` proves it all.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -32,14 +33,11 @@ api/.built: $(PROTOS) $(BIN)/.installed
 .PHONY: proto
 proto: api/.built ## generate the gRPC code into api/
 
-# Keys are group-readable (never world-readable) so that the containers, which run as a
-# non-root user with the key files' group added (see docker-compose.yml), can read them.
+# On the host, for host tools; `docker compose up` creates the same files itself when they
+# are missing (the `pki` one-shot), and renews nothing: this target also renews expiring leaves.
 .PHONY: certs
 certs: ## the development CA, server and client certificates (certs/); keeps what is valid
-	@certs/gen-certs.sh certs --key-mode 0640
-	@# As root, hand the keys to the containers' group (10001); otherwise compose adds the
-	@# keys' own group to the containers (CERTS_GID below).
-	@if [ "$$(id -u)" = 0 ]; then chgrp 10001 certs/{cheese,movie,soccer,client}.key; fi
+	@certs/gen-certs.sh certs
 
 videos/demo.mp4: $(BIN)/.installed soccer/demo_video.py
 	$(BIN)/python -m soccer.demo_video --out $@
@@ -69,7 +67,7 @@ run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on t
 	$(BIN)/python -m $*
 
 .PHONY: soak
-soak: venv engine images certs demo-video ## 5 minutes of mixed load on the stack (SOAK_SECONDS)
+soak: venv engine base-image ## 5 minutes of mixed load on the stack (SOAK_SECONDS)
 	scripts/stack-test.sh -m soak tests/chaos -s
 
 .PHONY: bench
@@ -82,47 +80,31 @@ clean: ## remove generated code, the virtualenv and caches (keeps certs and vide
 	rm -rf api $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # ---- Containers ---------------------------------------------------------------------------
+# The compose file is the build graph and the stack; these only bootstrap and wrap it.
 COMPOSE := docker compose
+# The same version the grpcurl image builds (Dockerfile, ARG GRPCURL_VERSION).
 GRPCURL_VERSION := v1.9.4
-# Trusted while images build (TLS-intercepting proxies); never copied into a runtime image.
-EXTRA_CA_DIR ?= /usr/local/share/ca-certificates
-export CERTS_GID = $(shell stat -c %g certs/cheese.key 2>/dev/null || echo 10001)
 
 .PHONY: engine
-engine: ## a running Docker engine with Compose v2 (installs them on Debian as root)
+engine: ## a running Docker engine with Compose v2 and buildx (installs them on Debian as root)
 	@scripts/docker-engine.sh
 
+# EXTRA_CA_DIR: the host's extra CAs, trusted while images build (default /usr/local/share/ca-certificates).
 .PHONY: base-image
-base-image: engine ## debian:bookworm-slim: pulled, or bootstrapped with debootstrap if no registry
+base-image: engine ## the pinned Debian base (pulled, or debootstrapped if no registry) and build/ca
 	@scripts/base-image.sh
 
-.PHONY: build-ca
-build-ca:
-	@rm -rf build/ca && mkdir -p build/ca
-	@if ls $(EXTRA_CA_DIR)/*.crt >/dev/null 2>&1; then cp $(EXTRA_CA_DIR)/*.crt build/ca/; fi
-
 .PHONY: images
-images: base-image build-ca ## the base images and one image per service
-	docker build --quiet -f Dockerfile.base --target base -t grpcdemo-base:latest .
-	docker build --quiet -f Dockerfile.base --target video-base -t grpcdemo-video-base:latest .
-	$(COMPOSE) --profile tools build cheese movie soccer edge client
+images: base-image ## every image, the tools' too (docker compose build)
+	$(COMPOSE) --profile tools build
 	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'grpcdemo-*'
 
 .PHONY: grpcurl
-grpcurl: ## grpcurl (pinned, go install) in .tools/bin and as an image for the compose network
+grpcurl: ## grpcurl (pinned, go install) in .tools/bin, for calling the stack from this machine
 	scripts/go-tool.sh grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
-	cp .tools/bin/grpcurl deploy/grpcurl/grpcurl
-	$(COMPOSE) --profile tools build grpcurl
-
-# Generated in the soccer image, so `make up` needs no Python on the host.
-.PHONY: demo-video
-demo-video: images
-	@if [ ! -f videos/demo.mp4 ]; then mkdir -p videos && docker run --rm \
-		--user "$$(id -u):$$(id -g)" -v "$$PWD/videos:/videos" --entrypoint python \
-		grpcdemo-soccer:latest -m soccer.demo_video --out /videos/demo.mp4; fi
 
 .PHONY: up
-up: engine images certs demo-video ## build and start everything, healthy (docker compose up --wait)
+up: base-image ## bootstrap an engine if needed, then docker compose up -d --wait
 	$(COMPOSE) up -d --wait
 	@scripts/how-to-call.sh
 
@@ -139,12 +121,12 @@ ps: ## the services and their health
 	$(COMPOSE) ps
 
 .PHONY: e2e
-e2e: venv engine images certs demo-video grpcurl ## end to end over the compose network, then down
+e2e: venv base-image ## end to end over the compose network (from docker compose up), then down
 	scripts/stack-test.sh
 
 # Faults under load on the stack; the movie catalogue is a scratch copy the test replaces.
 .PHONY: chaos
-chaos: venv engine images certs demo-video ## kill, stop and corrupt under load (prints recovery times)
+chaos: venv base-image ## kill, stop and corrupt under load (prints recovery times)
 	scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; chmod 755 "$$scratch"; \
 	cp movie/data/movies.json "$$scratch/"; \
 	MOVIE_DATA_DIR="$$scratch" scripts/stack-test.sh -m chaos tests/chaos -s

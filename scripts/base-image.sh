@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
-# Ensure the local image debian:bookworm-slim exists. Normally that is a `docker pull`;
-# where no container registry is reachable, build an equivalent from the Debian mirror
-# with debootstrap and `docker import` it under the same name.
+# The build inputs this host must supply before `docker compose build` (or `up`) works here:
+#
+# 1. The base image pinned in the Dockerfile (ARG DEBIAN_IMAGE: tag and digest). Normally a
+#    `docker pull`; where no container registry is reachable, an equivalent is built from the
+#    Debian mirror with debootstrap and imported under the same tag. A digest cannot name a
+#    local import, so DEBIAN_IMAGE=<tag> then goes into .env, which compose reads by itself.
+# 2. This host's extra CA certificates (EXTRA_CA_DIR, default /usr/local/share/ca-certificates)
+#    copied to build/ca/, so the image builds trust a TLS-intercepting proxy as the host does.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-IMAGE=debian:bookworm-slim
+PINNED=$(sed -n 's/^ARG DEBIAN_IMAGE=//p' Dockerfile)
+TAG=${PINNED%@*}
 SUITE=bookworm
+EXTRA_CA_DIR=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 
 log() { printf 'base-image: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 # Run a noisy command silently; show its output only if it fails.
 quiet() { local out; out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }; }
 
+[[ $PINNED == *:*@sha256:* ]] || die "no pinned ARG DEBIAN_IMAGE=<name>:<tag>@sha256:<digest> in Dockerfile"
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/docker-engine.sh first"
-docker image inspect "$IMAGE" >/dev/null 2>&1 && exit 0
+
+# Only *.crt (what update-ca-certificates reads); build/ca/README.md stays.
+find build/ca -maxdepth 1 -name '*.crt' -delete
+if compgen -G "$EXTRA_CA_DIR/*.crt" >/dev/null; then
+  cp "$EXTRA_CA_DIR"/*.crt build/ca/
+  log "build/ca: $(cd build/ca && echo *.crt) (from $EXTRA_CA_DIR)"
+fi
+
+# use_local: compose builds from the local tag (no digest) instead of the pinned reference.
+use_local() {
+  local line="DEBIAN_IMAGE=$TAG"
+  touch .env
+  if ! grep -qxF "$line" .env; then
+    sed -i '/^# Set by make base-image/d; /^DEBIAN_IMAGE=/d' .env
+    printf '# Set by make base-image: %s was bootstrapped locally (no registry).\n%s\n' "$TAG" "$line" >>.env
+    log ".env: $line"
+  fi
+}
+
+docker image inspect "$PINNED" >/dev/null 2>&1 && exit 0
+if docker image inspect "$TAG" >/dev/null 2>&1; then use_local; exit 0; fi
 
 # Real-world path: the registry. Bounded, because an unreachable registry can hang for minutes.
-log "pulling $IMAGE"
-if quiet timeout 60 docker pull -q "$IMAGE"; then exit 0; fi
-log "pull failed; bootstrapping $IMAGE from the Debian mirror instead"
+log "pulling $PINNED"
+if quiet timeout 60 docker pull -q "$PINNED"; then exit 0; fi
+log "pull failed; bootstrapping $TAG from the Debian mirror instead"
 
-[[ $(id -u) -eq 0 ]] || die "debootstrap needs root; run as root, or make '$IMAGE' available (docker pull/load)"
-command -v apt-get >/dev/null || die "no apt-get here; make '$IMAGE' available another way (docker pull/load)"
+[[ $(id -u) -eq 0 ]] || die "debootstrap needs root; run as root, or make '$PINNED' available (docker pull/load)"
+command -v apt-get >/dev/null || die "no apt-get here; make '$PINNED' available another way (docker pull/load)"
 
 # The mirrors the host already uses (deb822 or one-line sources), so no extra network access is needed.
 apt_uris() {
@@ -104,12 +133,13 @@ find "$root/var/log" -type f -delete  # keep the dirs: apt fails without /var/lo
 mkdir -p "$root/var/lib/apt/lists/partial"
 : >"$root/etc/hostname"
 
-log "importing as $IMAGE"
+log "importing as $TAG"
 tar --numeric-owner --xattrs -C "$root" -c . \
   | quiet docker import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'CMD ["bash"]' \
       --message "debootstrap --variant=minbase $SUITE $mirror" \
-      - "$IMAGE"
-docker run --rm "$IMAGE" cat /etc/debian_version >/dev/null || die "imported $IMAGE does not run"
-log "$IMAGE built in $((SECONDS - t0))s ($(docker image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
+      - "$TAG"
+docker run --rm "$TAG" cat /etc/debian_version >/dev/null || die "imported $TAG does not run"
+log "$TAG built in $((SECONDS - t0))s ($(docker image inspect -f '{{.Size}}' "$TAG" | numfmt --to=iec))"
+use_local

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Ensure a running Docker engine and the Compose v2 plugin (`docker compose`).
-# On a normal workstation/CI with Docker installed this exits 0 at once; on a bare
-# Debian box (as root) it installs Debian's docker.io plus the Compose v2 plugin
-# taken from Debian trixie, and starts dockerd in the background.
+# Ensure a running Docker engine with the Compose v2 and buildx plugins (`docker compose`,
+# `docker buildx`: BuildKit builds, no legacy builder). On a normal workstation/CI with
+# Docker installed this exits 0 at once; on a bare Debian box (as root) it installs Debian's
+# docker.io plus both plugins taken from Debian trixie, and starts dockerd in the background.
 set -euo pipefail
 
 log() { printf 'docker-engine: %s\n' "$*" >&2; }
@@ -10,17 +10,27 @@ die() { log "error: $*"; exit 1; }
 # Run a noisy command silently; show its output only if it fails.
 quiet() { local out; out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }; }
 
-COMPOSE_PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
+PLUGINS=/usr/local/lib/docker/cli-plugins
 DOCKERD_LOG=/var/log/dockerd.log
 DEADLINE=60   # seconds to wait for dockerd to answer
 TMPDIRS=()
 trap 'rm -rf "${TMPDIRS[@]}"' EXIT
 
 engine_ok() { docker info >/dev/null 2>&1; }
-compose_ok() { docker compose version >/dev/null 2>&1; }
+# Compose before 2.27 can panic on Ctrl-C (see install_plugin); Compose builds through buildx
+# bake, which wants buildx 0.17 or later.
+declare -A MIN_VERSION=([compose]=2.27.0 [buildx]=0.17.0)
+# version_ok NAME: the plugin answers, at MIN_VERSION or later.
+version_ok() {
+  local have min=${MIN_VERSION[$1]}
+  have=$(docker "$1" version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1) || return 1
+  [[ -n $have && $(printf '%s\n' "$min" "$have" | sort -V | head -n1) == "$min" ]]
+}
+compose_ok() { version_ok compose; }
+buildx_ok() { version_ok buildx; }
 
 # Real-world path: nothing to do.
-if engine_ok && compose_ok; then exit 0; fi
+if engine_ok && compose_ok && buildx_ok; then exit 0; fi
 
 # We only know how to provision Debian as root; elsewhere, say what is missing.
 os_id=""
@@ -31,8 +41,9 @@ if [[ $os_id != debian || $(id -u) -ne 0 ]]; then
   if [[ -S /var/run/docker.sock && ! -w /var/run/docker.sock ]]; then
     log "note: /var/run/docker.sock exists but is not writable by you; join the 'docker' group or use sudo"
   fi
-  compose_ok || log "missing: the Compose v2 plugin ('docker compose version' fails)"
-  die "install Docker Engine with the Compose plugin (https://docs.docker.com/engine/install/ or Docker Desktop) and start it; this script only provisions Debian as root"
+  compose_ok || log "missing: the Compose v2 plugin, ${MIN_VERSION[compose]} or later ('docker compose version')"
+  buildx_ok || log "missing: the buildx plugin, ${MIN_VERSION[buildx]} or later ('docker buildx version')"
+  die "install Docker Engine with the Compose and buildx plugins (https://docs.docker.com/engine/install/ or Docker Desktop) and start it; this script only provisions Debian as root"
 fi
 
 export DEBIAN_FRONTEND=noninteractive
@@ -71,37 +82,54 @@ install_engine() {
   log "docker.io $(dpkg-query -W -f='${Version}' docker.io) installed in $((SECONDS - t0))s"
 }
 
-# Compose v2 is not packaged for bookworm; trixie's docker-compose *is* Compose v2 and only
-# needs libc6 >= 2.34, so fetch that one .deb with a private apt config (nothing else upgrades).
-install_compose() {
-  compose_ok && return 0
-  local t0=$SECONDS tmp mirror arch bin
-  tmp=$(mktemp -d)
-  TMPDIRS+=("$tmp")
-  mirror=$(system_mirror)
+# Compose v2 and buildx are not packaged for bookworm. Debian's docker-compose and
+# docker-buildx are Go plugins that only need libc6 >= 2.34, so fetch those two .debs with a
+# private apt config (nothing else upgrades). From the testing suite, not trixie: trixie's
+# Compose 2.26.1 can panic on Ctrl-C during a foreground `up` (docker/compose#11710, fixed in
+# 2.27). Testing moves, so the versions are checked against a floor instead of pinned.
+SUITE=forky
+SUITE_DIR=""
+suite_apt() {
+  local arch mirror
   arch=$(dpkg --print-architecture)
-  mkdir -p "$tmp/etc/sources.list.d" "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/deb"
-  echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
-    >"$tmp/etc/sources.list"
-  local apt_opts=(
-    -o "Dir::Etc::SourceList=$tmp/etc/sources.list"
-    -o "Dir::Etc::SourceParts=$tmp/etc/sources.list.d"
-    -o "Dir::State::Lists=$tmp/lists"
-    -o "Dir::Cache=$tmp/cache"
-    -o "APT::Architectures::=$arch"
-    -o Debug::NoLocking=1
-    -o APT::Sandbox::User=root  # the private dirs are not readable by _apt
-  )
-  log "fetching the Compose v2 plugin from Debian trixie ($mirror)"
-  quiet apt-get "${apt_opts[@]}" update -q || die "apt-get update for trixie failed"
-  (cd "$tmp/deb" && quiet apt-get "${apt_opts[@]}" download -q docker-compose) \
-    || die "apt-get download docker-compose (trixie) failed"
-  dpkg-deb -x "$tmp"/deb/docker-compose_*.deb "$tmp/x"
-  bin=$(find "$tmp/x" -path '*cli-plugins/docker-compose' -type f | head -n1)
-  [[ -n $bin ]] || die "no cli-plugins/docker-compose inside $(basename "$tmp"/deb/*.deb)"
-  install -D -m 0755 "$bin" "$COMPOSE_PLUGIN"
-  compose_ok || die "installed $COMPOSE_PLUGIN but 'docker compose version' still fails"
-  log "$(docker compose version) installed at $COMPOSE_PLUGIN in $((SECONDS - t0))s"
+  if [[ -z $SUITE_DIR ]]; then
+    SUITE_DIR=$(mktemp -d)
+    TMPDIRS+=("$SUITE_DIR")
+    mirror=$(system_mirror)
+    mkdir -p "$SUITE_DIR/etc/sources.list.d" "$SUITE_DIR/lists/partial" "$SUITE_DIR/cache/archives/partial"
+    echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $SUITE main" \
+      >"$SUITE_DIR/etc/sources.list"
+    log "reading Debian $SUITE's package lists ($mirror)"
+    suite_apt update -q || die "apt-get update for $SUITE failed"
+  fi
+  quiet apt-get \
+    -o "Dir::Etc::SourceList=$SUITE_DIR/etc/sources.list" \
+    -o "Dir::Etc::SourceParts=$SUITE_DIR/etc/sources.list.d" \
+    -o "Dir::State::Lists=$SUITE_DIR/lists" \
+    -o "Dir::Cache=$SUITE_DIR/cache" \
+    -o "APT::Architectures::=$arch" \
+    -o Debug::NoLocking=1 \
+    -o APT::Sandbox::User=root \
+    "$@"  # APT::Sandbox::User: the private dirs are not readable by _apt
+}
+
+# install_plugin PACKAGE NAME: the suite's PACKAGE carries cli-plugins/docker-NAME.
+install_plugin() {
+  local package=$1 name=$2 t0=$SECONDS deb bin version
+  deb=$(mktemp -d)
+  TMPDIRS+=("$deb")
+  log "fetching the $name plugin from Debian $SUITE ($package)"
+  suite_apt --version  # the lists, read once, outside the subshell below
+  (cd "$deb" && suite_apt download -q "$package") || die "apt-get download $package ($SUITE) failed"
+  version=$(dpkg-deb -f "$deb"/"${package}"_*.deb Version)
+  dpkg --compare-versions "$version" ge "${MIN_VERSION[$name]}" \
+    || die "$SUITE has $package $version; at least ${MIN_VERSION[$name]} is needed"
+  dpkg-deb -x "$deb"/"${package}"_*.deb "$deb/x"
+  bin=$(find "$deb/x" -path "*cli-plugins/docker-$name" -type f | head -n1)
+  [[ -n $bin ]] || die "no cli-plugins/docker-$name inside $(basename "$deb"/*.deb)"
+  install -D -m 0755 "$bin" "$PLUGINS/docker-$name"
+  docker "$name" version >/dev/null 2>&1 || die "installed $PLUGINS/docker-$name but 'docker $name version' fails"
+  log "$(docker "$name" version | head -n1) installed at $PLUGINS/docker-$name in $((SECONDS - t0))s"
 }
 
 # iptables-nft needs nf_tables in the kernel; fall back to the legacy backend if it is absent.
@@ -165,5 +193,6 @@ ensure_running() {
 }
 
 install_engine
-install_compose
+compose_ok || install_plugin docker-compose compose
+buildx_ok || install_plugin docker-buildx buildx
 ensure_running

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Tests against the compose stack: up and healthy, then `pytest ARGS` (the e2e job by default;
-# `make chaos` passes its own), then torn down (volumes included) whatever happens; the
-# services' logs are printed on failure.
+# Tests against the compose stack: started with the command users run, `docker compose up -d
+# --wait`, then `pytest ARGS` (the e2e job by default; `make chaos` passes its own), then torn
+# down (volumes included) whatever happens; the services' logs are printed on failure.
+#
+# In CI (CI set) the checkout must be a fresh clone: no PKI in certs/ and no videos/, so that
+# `up` is proven to build and create everything a new user lacks. Elsewhere the existing PKI
+# and videos are used as they are, as they would be for a user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,14 +14,23 @@ teardown() {
   if ((status != 0)); then
     echo "stack-test failed (exit $status): the services' logs follow" >&2
     docker compose --profile tools ps -a >&2 || true
-    docker compose logs --no-color --timestamps >&2 || true
+    docker compose --profile tools logs --no-color --timestamps >&2 || true
   fi
   docker compose --profile tools down --volumes --remove-orphans >/dev/null 2>&1 || true
   exit "$status"
 }
 trap teardown EXIT
 
+pki=$(compgen -G 'certs/*.crt' || true)
+if [[ -n ${CI:-} && ( -n $pki || -e videos ) ]]; then
+  echo "stack-test: CI must start from a fresh clone, but found: $pki $(ls -d videos 2>/dev/null)" >&2
+  exit 1
+fi
+echo "stack-test: starting from ${pki:+an existing PKI}${pki:-no PKI}, $([[ -e videos/demo.mp4 ]] && echo "the existing demo video" || echo "no demo video")"
+
 started=$SECONDS
 docker compose up -d --wait
-echo "stack-test: stack healthy in $((SECONDS - started)) s"
+echo "stack-test: docker compose up -d --wait: healthy in $((SECONDS - started)) s"
+# The tests also run the tools' images (client, grpcurl), which `up` does not build.
+docker compose --profile tools build --quiet client grpcurl
 if (($#)); then .venv/bin/pytest "$@"; else .venv/bin/pytest -m e2e tests/e2e; fi
