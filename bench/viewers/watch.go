@@ -125,8 +125,8 @@ func view(ctx context.Context, conn *grpc.ClientConn, start time.Time, wc watchC
 	if err == nil {
 		err = stream.CloseSend()
 	}
-	frame := sized{msg: &pb.VideoStamp{}}
-	v := frame.msg.(*pb.VideoStamp)
+	v := &pb.VideoStamp{}
+	frame := sized{msg: v}
 	for err == nil && (wc.frames == 0 || r.frames < wc.frames) {
 		if err = stream.RecvMsg(&frame); err != nil {
 			break
