@@ -62,7 +62,7 @@ USER 10001:10001
 FROM base AS video-base
 COPY --from=build /opt/video /opt/video
 # A .pth file puts the video libraries on the venv's path without PYTHONPATH tricks.
-USER root
+USER 0:0
 RUN echo /opt/video > "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/video.pth"
 USER 10001:10001
 

@@ -46,10 +46,11 @@ videos/demo.mp4: $(BIN)/.installed soccer/demo_video.py
 video: videos/demo.mp4 ## the synthetic demo match (videos/demo.mp4)
 
 .PHONY: lint
-lint: proto ## ruff and strict mypy
+lint: proto ## ruff, strict mypy, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 .PHONY: unit
 unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
