@@ -1,3 +1,4 @@
-from cheese.server import serve
+from cheese.server import PROGRAM
+from grpckit.main import main
 
-raise SystemExit(serve())
+raise SystemExit(main(PROGRAM))

@@ -3,15 +3,14 @@
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 from grpc.aio import ServicerContext
 
 from api import cheese_pb2, cheese_pb2_grpc
-from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_server
+from grpckit.service import Program, Service
+from grpckit.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +27,21 @@ AGE_MONTHS: dict[int, tuple[int, int]] = {
 
 
 @dataclass(frozen=True)
-class CheeseConfig:
-    server: ServerConfig
-    prep_seconds: float
+class CheeseSettings:
+    prep_seconds: float = setting(
+        0.1, "CHEESE_PREP_SECONDS", "simulated preparation time, in seconds", minimum=0
+    )
 
 
-def load_config(argv: Sequence[str] | None = None) -> CheeseConfig:
-    parser = ConfigParser("cheese", 50051, "The cheese farm gRPC server.")
-    parser.add("--prep-seconds", "CHEESE_PREP_SECONDS", 0.1, "simulated preparation time", float)
-    server, args = parser.parse(argv)
-    if args.prep_seconds < 0:
-        parser.parser.error("--prep-seconds must not be negative")
-    return CheeseConfig(server, args.prep_seconds)
+class Cheese(cheese_pb2_grpc.CheeseServiceServicer, Service):
+    names = (SERVICE_NAME,)
 
-
-class CheeseServicer(cheese_pb2_grpc.CheeseServiceServicer):
-    def __init__(self, prep_seconds: float, rng: random.Random | None = None) -> None:
-        self._prep_seconds = prep_seconds
+    def __init__(self, settings: CheeseSettings, rng: random.Random | None = None) -> None:
+        self._prep_seconds = settings.prep_seconds
         self._rng = rng or random.Random()
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        cheese_pb2_grpc.add_CheeseServiceServicer_to_server(self, server)
 
     async def Order(
         self,
@@ -73,23 +69,6 @@ class CheeseServicer(cheese_pb2_grpc.CheeseServiceServicer):
         return cheese_pb2.Cheese(age=self._rng.randint(*ages), type=request.type)
 
 
-def build(config: CheeseConfig) -> Server:
-    def register(server: Server) -> None:
-        cheese_pb2_grpc.add_CheeseServiceServicer_to_server(
-            CheeseServicer(config.prep_seconds), server.grpc
-        )
-
-    return Server(config.server, [Service(SERVICE_NAME, register)])
-
-
-async def start(config: CheeseConfig) -> Server:
-    """Build and start the server; `server.port` is the bound port (config port 0 picks one)."""
-    server = build(config)
-    await server.start()
-    await server.set_serving()
-    return server
-
-
-def serve(argv: Sequence[str] | None = None) -> int:
-    config = load_config(argv)
-    return run_server(config.server, lambda: start(config))
+PROGRAM = Program(
+    "cheese", 50051, "The cheese farm gRPC server.", CheeseSettings, lambda s: [Cheese(s)]
+)

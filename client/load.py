@@ -1,7 +1,7 @@
 """Steady load for a while, then one line: how many calls, how they ended, who served them.
 
 Made for replicas: with `dns:///movie:50052` every call may land on another server, and
-each response names its server in the `served-by` metadata (see grpckit/interceptors.py),
+each response names its server in the `served-by` metadata (see grpckit/served_by.py),
 so the summary shows the spread, and a replica killed during the run shows as failed calls
 or, when retries and health checking do their job, as none. For soccer a call is a short
 live Watch (one frame), so viewers' spread and failover show the same way.

@@ -1,48 +1,28 @@
-"""Server settings: environment variables first, command-line flags over them.
+"""The settings every server has, whatever its services (grpckit/settings.py reads them)."""
 
-Containers are configured through the environment, people at a shell through flags; each
-setting has both, and `--help` shows the variable and the default next to every flag.
-"""
-
-import argparse
-import os
-import socket
-from collections.abc import Callable, Sequence
+import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-T = TypeVar("T")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+from grpckit.settings import setting
 
 
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
+class AccessLog(enum.StrEnum):
+    ALL = "all"
+    ERRORS = "errors"  # calls that did not end OK
+    OFF = "off"
 
 
-ACCESS_LOG_CHOICES = ("all", "errors", "off")
-EVENT_LOOPS = ("uvloop", "asyncio")
+class EventLoop(enum.StrEnum):
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
 
 
-def optional_port(text: str) -> int | None:
-    """A port number, or nothing for an empty value: the setting is off."""
-    return int(text) if text.strip() else None
-
-
-def one_of(*choices: str) -> Callable[[str], str]:
-    def choose(text: str) -> str:
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}")
-        return text
-
-    return choose
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 @dataclass(frozen=True)
@@ -53,138 +33,76 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    host: str
-    port: int
-    # None only when plaintext was asked for explicitly.
-    tls: TlsFiles | None
-    grace_seconds: float
-    log_level: str
-    workers: int = 1
-    drain_seconds: float = 1.0
-    access_log: str = "all"
-    # The plaintext, health-only maintenance port; None: no such port.
-    health_port: int | None = None
-    # Names this server in logs and in every response's metadata (see grpckit/interceptors.py).
-    replica: str = "local"
-    max_connection_age_seconds: float = 60.0
-    event_loop: str = "uvloop"
+class ServerSettings:
+    host: str = setting("0.0.0.0", "HOST", "address to listen on")  # noqa: S104
+    # The defaults of port and of the server's own certificate are each program's.
+    port: int = setting(
+        0, "PORT", "port to listen on; 0 picks a free one", minimum=0, maximum=65535
+    )
+    tls_cert: Path = setting(Path("certs/server.crt"), "TLS_CERT", "server certificate")
+    tls_key: Path = setting(Path("certs/server.key"), "TLS_KEY", "server private key")
+    tls_ca: Path = setting(Path("certs/ca.crt"), "TLS_CA", "CA that client certificates chain to")
+    insecure: bool = setting(
+        False, "INSECURE", "DEVELOPMENT ONLY: plaintext, no TLS and no client certificates"
+    )
+    grace: float = setting(
+        10.0, "SHUTDOWN_GRACE", "seconds in-flight calls get on shutdown", minimum=0
+    )
+    drain: float = setting(
+        1.0,
+        "SHUTDOWN_DRAIN",
+        "seconds of serving on after NOT_SERVING, before new calls are refused",
+        minimum=0,
+    )
+    log_level: LogLevel = setting(
+        LogLevel.INFO, "LOG_LEVEL", "the lowest level logged (JSON lines on stderr)"
+    )
+    access_log: AccessLog = setting(
+        AccessLog.ALL,
+        "ACCESS_LOG",
+        "a log line per call; errors: only for calls that did not end OK",
+    )
+    health_port: int | None = setting(
+        None,
+        "HEALTH_PORT",
+        "also serve the health service alone, in PLAINTEXT, on this port, for probes "
+        "that cannot speak mutual TLS (Kubernetes)",
+        minimum=0,
+        maximum=65535,
+    )
+    replica: str = setting(
+        "local",
+        "REPLICA_NAME",
+        "this server's name in logs and in the served-by response metadata",
+    )
+    max_connection_age: float = setting(
+        60.0,
+        "MAX_CONNECTION_AGE",
+        "seconds after which a client connection is asked to reconnect (GOAWAY), so "
+        "clients re-resolve DNS and find new replicas; calls in flight are never cut",
+        minimum=0.001,
+    )
+    event_loop: EventLoop = setting(
+        EventLoop.UVLOOP,
+        "EVENT_LOOP",
+        "uvloop is faster per message (see grpckit/loop.py); asyncio is the standard loop",
+    )
+    workers: int = setting(
+        1,
+        "WORKERS",
+        "server processes sharing the port (SO_REUSEPORT, grpckit/workers.py)",
+        minimum=1,
+    )
+
+    def __post_init__(self) -> None:
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("WORKERS above 1 needs a fixed PORT: each worker binds the same one")
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """None only when plaintext was asked for explicitly."""
+        return None if self.insecure else TlsFiles(self.tls_cert, self.tls_key, self.tls_ca)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-class ConfigParser:
-    """An argparse parser whose defaults come from the environment."""
-
-    def __init__(self, service: str, default_port: int, description: str) -> None:
-        self.parser = argparse.ArgumentParser(
-            prog=f"python -m {service}",
-            description=description,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        self.add("--host", "HOST", "0.0.0.0", "address to listen on", str)  # noqa: S104
-        self.add("--port", "PORT", default_port, "port to listen on; 0 picks a free one", int)
-        self.add("--tls-cert", "TLS_CERT", Path(f"certs/{service}.crt"), "server certificate", Path)
-        self.add("--tls-key", "TLS_KEY", Path(f"certs/{service}.key"), "server private key", Path)
-        self.add("--tls-ca", "TLS_CA", Path("certs/ca.crt"), "CA that client certs chain to", Path)
-        self.add(
-            "--insecure",
-            "INSECURE",
-            False,
-            "DEVELOPMENT ONLY: plaintext, no TLS and no client certificates",
-            parse_bool,
-        )
-        self.add(
-            "--grace", "SHUTDOWN_GRACE", 10.0, "seconds in-flight calls get on shutdown", float
-        )
-        self.add(
-            "--drain",
-            "SHUTDOWN_DRAIN",
-            1.0,
-            "seconds of serving on after NOT_SERVING, before new calls are refused",
-            float,
-        )
-        self.add("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", str)
-        self.add(
-            "--access-log",
-            "ACCESS_LOG",
-            "all",
-            "log a line per call: all, errors (calls that did not end OK) or off; "
-            "a line per call costs about a quarter of the peak unary rate",
-            one_of(*ACCESS_LOG_CHOICES),
-        )
-        self.add(
-            "--health-port",
-            "HEALTH_PORT",
-            None,
-            "also serve the health service alone, in PLAINTEXT, on this port, for probes "
-            "that cannot speak mutual TLS (Kubernetes); empty: off",
-            optional_port,
-        )
-        self.add(
-            "--replica",
-            "REPLICA_NAME",
-            socket.gethostname(),
-            "this server's name in logs and in the served-by response metadata",
-            str,
-        )
-        self.add(
-            "--max-connection-age",
-            "MAX_CONNECTION_AGE",
-            60.0,
-            "seconds after which a client connection is asked to reconnect (GOAWAY), so "
-            "clients re-resolve DNS and find new replicas; calls in flight are never cut",
-            float,
-        )
-        self.add(
-            "--event-loop",
-            "EVENT_LOOP",
-            "uvloop",
-            "uvloop (faster per message, see grpckit/loop.py) or asyncio (the standard loop)",
-            one_of(*EVENT_LOOPS),
-        )
-        self.add(
-            "--workers",
-            "WORKERS",
-            1,
-            "server processes sharing the port (SO_REUSEPORT); see grpckit/workers.py",
-            int,
-        )
-
-    def add(self, flag: str, env: str, default: T, help: str, type: Callable[[str], T]) -> None:
-        raw = os.environ.get(env)
-        value = default if raw is None else type(raw)
-        # A boolean flag given alone (`--insecure`) means true.
-        if type is parse_bool:
-            self.parser.add_argument(
-                flag, type=type, default=value, help=f"{help} [env {env}]", nargs="?", const=True
-            )
-        else:
-            self.parser.add_argument(
-                flag, type=type, default=value, help=f"{help} [env {env}]", metavar=env
-            )
-
-    def parse(self, argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
-        args = self.parser.parse_args(argv)
-        if args.workers < 1:
-            self.parser.error("--workers must be at least 1")
-        if args.workers > 1 and args.port == 0:
-            self.parser.error("--workers needs a fixed --port: each worker must bind the same one")
-        tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
-        server = ServerConfig(
-            host=args.host,
-            port=args.port,
-            tls=tls,
-            grace_seconds=args.grace,
-            log_level=args.log_level,
-            workers=args.workers,
-            drain_seconds=args.drain,
-            access_log=args.access_log,
-            health_port=args.health_port,
-            replica=args.replica,
-            max_connection_age_seconds=args.max_connection_age,
-            event_loop=args.event_loop,
-        )
-        return server, args

@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from grpckit.config import EventLoop
+
 T = TypeVar("T")
 
 
-def run(main: Coroutine[Any, Any, T], loop: str = "uvloop") -> T:
-    """`asyncio.run(main)` on the named loop: "uvloop" or "asyncio"."""
-    return uvloop.run(main) if loop == "uvloop" else asyncio.run(main)
+def run(main: Coroutine[Any, Any, T], loop: EventLoop = EventLoop.UVLOOP) -> T:
+    """`asyncio.run(main)` on the named loop."""
+    return uvloop.run(main) if loop is EventLoop.UVLOOP else asyncio.run(main)

@@ -8,17 +8,28 @@ so a healthcheck needs no extra key inside the container.
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpckit.channel import ClientTls, open_channel
-from grpckit.config import ConfigParser, ServerConfig
+from grpckit.config import ServerSettings
+from grpckit.settings import UsageError, parse, setting, usage_error
+
+PROG = "python -m grpckit.probe"
 
 
-async def probe(config: ServerConfig, service: str, deadline: float) -> str:
-    tls = None if config.tls is None else ClientTls(config.tls.ca, config.tls.cert, config.tls.key)
-    async with open_channel(f"localhost:{config.port}", tls, watch_health=False) as channel:
+@dataclass(frozen=True)
+class ProbeSettings:
+    service: str = setting("", None, "health service name; empty: the server as a whole")
+    timeout: float = setting(3.0, None, "seconds to wait for the answer", minimum=0)
+
+
+async def probe(server: ServerSettings, service: str, deadline: float) -> str:
+    files = server.tls
+    tls = None if files is None else ClientTls(files.ca, files.cert, files.key)
+    async with open_channel(f"localhost:{server.port}", tls, watch_health=False) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = await stub.Check(
             health_pb2.HealthCheckRequest(service=service), timeout=deadline, wait_for_ready=False
@@ -28,12 +39,15 @@ async def probe(config: ServerConfig, service: str, deadline: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ConfigParser("grpckit.probe", 0, __doc__ or "")
-    parser.parser.add_argument("--service", default="", help="health service name; '' = server")
-    parser.parser.add_argument("--timeout", type=float, default=3.0, help="seconds")
-    config, args = parser.parse(argv)
     try:
-        status = asyncio.run(probe(config, args.service, args.timeout))
+        server, own = parse(
+            [ServerSettings, ProbeSettings], prog=PROG, description=__doc__ or "", argv=argv
+        )
+    except UsageError as error:
+        print(usage_error(PROG, error), file=sys.stderr)
+        return 2
+    try:
+        status = asyncio.run(probe(server, own.service, own.timeout))
     except grpc.aio.AioRpcError as error:
         print(f"unhealthy: {error.code().name}: {error.details()}", file=sys.stderr)
         return 1

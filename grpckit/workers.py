@@ -40,6 +40,10 @@ def run_workers(count: int, worker: Callable[[], int]) -> int:
             code = 1
             try:
                 code = worker()
+            except BaseException:
+                # os._exit below skips Python's own report: without this line, a worker's
+                # failure would leave no trace.
+                log.critical("worker failed", exc_info=True)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -1,3 +1,4 @@
-from movie.server import serve
+from grpckit.main import main
+from movie.server import PROGRAM
 
-raise SystemExit(serve())
+raise SystemExit(main(PROGRAM))

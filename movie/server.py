@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +10,8 @@ import grpc
 from grpc.aio import ServicerContext
 
 from api import movie_pb2, movie_pb2_grpc
-from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_server
+from grpckit.service import BackgroundTasks, Program, Service, StartupError
+from grpckit.settings import setting
 from movie import catalogue
 from movie.catalogue import MAX_ID_LENGTH, MAX_TEXT_LENGTH, CatalogueError
 
@@ -22,24 +22,14 @@ DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "movies.json"
 
 
 @dataclass(frozen=True)
-class MovieConfig:
-    server: ServerConfig
-    catalogue: Path
-    reload_seconds: float
-
-
-def load_config(argv: Sequence[str] | None = None) -> MovieConfig:
-    parser = ConfigParser("movie", 50052, "The movie catalogue gRPC server.")
-    parser.add("--catalogue", "MOVIE_CATALOGUE", DEFAULT_CATALOGUE, "catalogue JSON file", Path)
-    parser.add(
-        "--reload-seconds",
-        "MOVIE_RELOAD_SECONDS",
+class MovieSettings:
+    catalogue: Path = setting(DEFAULT_CATALOGUE, "MOVIE_CATALOGUE", "the catalogue, a JSON file")
+    reload_seconds: float = setting(
         2.0,
+        "MOVIE_RELOAD_SECONDS",
         "how often to check the file for changes; 0 turns reloading off",
-        float,
+        minimum=0,
     )
-    server, args = parser.parse(argv)
-    return MovieConfig(server, args.catalogue, args.reload_seconds)
 
 
 class CatalogueFile:
@@ -95,15 +85,34 @@ async def _required(context: Context, name: str, value: str, limit: int) -> str:
     return value
 
 
-class MovieServicer(movie_pb2_grpc.MovieServicer):
-    def __init__(self, source: CatalogueFile) -> None:
-        self._source = source
+class Movies(movie_pb2_grpc.MovieServicer, Service):
+    names = (SERVICE_NAME,)
+    # Set by start; the runtime refuses calls until then (grpckit/interceptors.py).
+    source: CatalogueFile
+
+    def __init__(self, settings: MovieSettings) -> None:
+        self.settings = settings
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        movie_pb2_grpc.add_MovieServicer_to_server(self, server)
+
+    async def start(self, tasks: BackgroundTasks) -> None:
+        try:
+            self.source = await asyncio.to_thread(CatalogueFile, self.settings.catalogue)
+        except CatalogueError as error:
+            raise StartupError(f"bad catalogue: {error}") from None
+        log.info(
+            "catalogue loaded",
+            extra={"path": str(self.source.path), "movies": len(self.source.current.movies)},
+        )
+        if self.settings.reload_seconds > 0:
+            tasks.spawn(self.source.watch(self.settings.reload_seconds))
 
     async def GetMovieByID(
         self, request: movie_pb2.MovieID, context: Context
     ) -> movie_pb2.MovieData:
         movie_id = await _required(context, "id", request.id, MAX_ID_LENGTH)
-        movie = self._source.current.by_id.get(movie_id)
+        movie = self.source.current.by_id.get(movie_id)
         if movie is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no movie with id {movie_id!r}")
         return movie
@@ -112,7 +121,7 @@ class MovieServicer(movie_pb2_grpc.MovieServicer):
         self, request: movie_pb2.MovieTitle, context: Context
     ) -> movie_pb2.MovieData:
         title = await _required(context, "title", request.title, MAX_TEXT_LENGTH)
-        movie = self._source.current.by_title.get(catalogue.key(title))
+        movie = self.source.current.by_title.get(catalogue.key(title))
         if movie is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no movie titled {title!r}")
         return movie
@@ -121,49 +130,20 @@ class MovieServicer(movie_pb2_grpc.MovieServicer):
         self, request: movie_pb2.Empty, context: Context
     ) -> AsyncIterator[movie_pb2.MovieData]:
         # One snapshot for the whole stream, even if a reload swaps the catalogue meanwhile.
-        for movie in self._source.current.movies:
+        for movie in self.source.current.movies:
             yield movie
 
     async def GetMoviesByDirector(
         self, request: movie_pb2.Director, context: Context
     ) -> AsyncIterator[movie_pb2.MovieData]:
         name = await _required(context, "director", request.name, MAX_TEXT_LENGTH)
-        movies = self._source.current.by_director.get(catalogue.key(name))
+        movies = self.source.current.by_director.get(catalogue.key(name))
         if not movies:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no movies by director {name!r}")
         for movie in movies:
             yield movie
 
 
-def build(config: MovieConfig, source: CatalogueFile) -> Server:
-    def register(server: Server) -> None:
-        movie_pb2_grpc.add_MovieServicer_to_server(MovieServicer(source), server.grpc)
-
-    return Server(config.server, [Service(SERVICE_NAME, register)])
-
-
-async def start(config: MovieConfig) -> Server:
-    """Load the catalogue (CatalogueError if it is bad), then start serving it."""
-    source = CatalogueFile(config.catalogue)
-    log.info(
-        "catalogue loaded", extra={"path": str(source.path), "movies": len(source.current.movies)}
-    )
-    server = build(config, source)
-    await server.start()
-    if config.reload_seconds > 0:
-        server.spawn(source.watch(config.reload_seconds))
-    await server.set_serving()
-    return server
-
-
-async def _start_or_exit(config: MovieConfig) -> Server:
-    try:
-        return await start(config)
-    except CatalogueError as error:
-        log.critical("cannot start: bad catalogue", extra={"error": str(error)})
-        raise SystemExit(1) from None
-
-
-def serve(argv: Sequence[str] | None = None) -> int:
-    config = load_config(argv)
-    return run_server(config.server, lambda: _start_or_exit(config))
+PROGRAM = Program(
+    "movie", 50052, "The movie catalogue gRPC server.", MovieSettings, lambda s: [Movies(s)]
+)

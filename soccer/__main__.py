@@ -1,3 +1,4 @@
-from soccer.server import serve
+from grpckit.main import main
+from soccer.server import PROGRAM
 
-raise SystemExit(serve())
+raise SystemExit(main(PROGRAM))

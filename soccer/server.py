@@ -3,7 +3,6 @@
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import grpc
 from grpc.aio import ServicerContext
 
 from api import soccer_pb2
-from grpckit.config import ConfigParser, ServerConfig
-from grpckit.server import Server, Service, run_server
+from grpckit.service import BackgroundTasks, Program, Service, StartupError
+from grpckit.settings import setting
 from soccer.hub import Format, Hubs, HubStopped
 from soccer.video import (
     DEFAULT_JPEG_QUALITY,
@@ -32,16 +31,8 @@ Context = ServicerContext[soccer_pb2.Match, soccer_pb2.Video]
 
 
 @dataclass(frozen=True)
-class SoccerConfig:
-    server: ServerConfig
-    videos_dir: Path
-
-
-def load_config(argv: Sequence[str] | None = None) -> SoccerConfig:
-    parser = ConfigParser("soccer", 50053, "The soccer match streaming gRPC server.")
-    parser.add("--videos-dir", "SOCCER_VIDEOS_DIR", Path("videos"), "where <id>.mp4 live", Path)
-    server, args = parser.parse(argv)
-    return SoccerConfig(server, args.videos_dir)
+class SoccerSettings:
+    videos_dir: Path = setting(Path("videos"), "SOCCER_VIDEOS_DIR", "where <id>.mp4 live")
 
 
 async def _check(request: soccer_pb2.Match, context: Context) -> None:
@@ -62,19 +53,31 @@ def _serialized(message: bytes) -> bytes:
     return message
 
 
-class SoccerServicer:
+class Soccer(Service):
     """Watch, yielding serialized `Video` messages: a frame is serialized once, not per viewer.
 
     Real-time viewers share a broadcast hub per match; unpaced viewers get a decoder of their
     own, which reads the next frame only when the last one was sent (backpressure).
     """
 
-    def __init__(self, videos_dir: Path, stopping: asyncio.Event) -> None:
-        self._videos_dir = videos_dir
-        self._stopping = stopping
+    names = (SERVICE_NAME,)
+
+    def __init__(self, settings: SoccerSettings) -> None:
+        self._videos_dir = settings.videos_dir
+        # Set once shutdown begins: streams then end with a resume point instead of being cut.
+        self._stopping = asyncio.Event()
         self.hubs = Hubs()
 
-    def register(self, server: grpc.aio.Server) -> None:
+    async def start(self, tasks: BackgroundTasks) -> None:
+        if not self._videos_dir.is_dir():
+            raise StartupError(f"videos folder missing: {self._videos_dir}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        # Live viewers wait on their hub, not on the clock: wake them.
+        self.hubs.stop_all()
+
+    def add_to(self, server: grpc.aio.Server) -> None:
         # The generated add_SoccerServicer_to_server would serialize each message per viewer.
         watch = grpc.unary_stream_rpc_method_handler(
             self.Watch,
@@ -186,34 +189,10 @@ class _Stream:
         return self.sent == self._max_frames
 
 
-async def _stop_hubs_on(stopping: asyncio.Event, hubs: Hubs) -> None:
-    await stopping.wait()
-    hubs.stop_all()
-
-
-def build(config: SoccerConfig) -> Server:
-    def register(server: Server) -> None:
-        servicer = SoccerServicer(config.videos_dir, server.stopping)
-        servicer.register(server.grpc)
-        server.servicers[SERVICE_NAME] = servicer
-        # Live viewers wait on their hub, not on the clock: wake them when shutdown starts.
-        server.spawn(_stop_hubs_on(server.stopping, servicer.hubs))
-
-    return Server(config.server, [Service(SERVICE_NAME, register)])
-
-
-async def start(config: SoccerConfig) -> Server:
-    if not config.videos_dir.is_dir():
-        log.warning(
-            "videos directory missing; every match is NOT_FOUND until it appears",
-            extra={"videos_dir": str(config.videos_dir)},
-        )
-    server = build(config)
-    await server.start()
-    await server.set_serving()
-    return server
-
-
-def serve(argv: Sequence[str] | None = None) -> int:
-    config = load_config(argv)
-    return run_server(config.server, lambda: start(config))
+PROGRAM = Program(
+    "soccer",
+    50053,
+    "The soccer match streaming gRPC server.",
+    SoccerSettings,
+    lambda s: [Soccer(s)],
+)

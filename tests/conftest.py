@@ -1,17 +1,26 @@
 """Fixtures: a throwaway PKI, small generated videos, and servers on ephemeral ports."""
 
 import asyncio
+import json
+import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 import pytest
 
+from cheese.server import Cheese, CheeseSettings
 from grpckit.channel import ClientTls, open_channel
-from grpckit.config import ServerConfig, TlsFiles
+from grpckit.config import LogLevel, ServerSettings
+from grpckit.server import Server, running
+from grpckit.service import Service
+from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from soccer import demo_video
+from soccer.server import Soccer, SoccerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -43,9 +52,20 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def server_config(pki: Path, service: str, *, tls: bool = True, grace: float = 2.0) -> ServerConfig:
-    files = TlsFiles(pki / f"{service}.crt", pki / f"{service}.key", pki / "ca.crt")
-    return ServerConfig("127.0.0.1", 0, files if tls else None, grace, "DEBUG")
+def server_settings(
+    pki: Path, service: str, *, tls: bool = True, grace: float = 2.0
+) -> ServerSettings:
+    """A server on a free loopback port, with the certificate of `service` from `pki`."""
+    return ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        tls_cert=pki / f"{service}.crt",
+        tls_key=pki / f"{service}.key",
+        tls_ca=pki / "ca.crt",
+        insecure=not tls,
+        grace=grace,
+        log_level=LogLevel.DEBUG,
+    )
 
 
 def client_tls(pki: Path, *, with_cert: bool = True) -> ClientTls:
@@ -85,3 +105,55 @@ async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 10.0)
             if loop.time() > deadline:
                 raise
         await asyncio.sleep(0.02)
+
+
+def serving(pki: Path, name: str, service: Service) -> AbstractAsyncContextManager[Server]:
+    """`service` on a free loopback port, with the certificate of `name` from `pki`."""
+    return running(server_settings(pki, name), [service])
+
+
+async def cause_of_failed_start(pki: Path, service: str, *args: str) -> str:
+    """Runs `python -m <service> *args`, which must not start: the cause it names."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", service, "--port", "0",
+        "--tls-cert", str(pki / f"{service}.crt"), "--tls-key", str(pki / f"{service}.key"),
+        "--tls-ca", str(pki / "ca.crt"), *args,
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    return assert_cannot_start(stderr)
+
+
+def assert_cannot_start(stderr: bytes) -> str:
+    """The process's last words are one JSON line that names why it could not start, with no
+    traceback anywhere; returns that cause."""
+    text = stderr.decode()
+    assert "Traceback" not in text
+    last = json.loads(text.strip().splitlines()[-1])
+    assert (last["severity"], last["message"]) == ("CRITICAL", "cannot start")
+    assert "exception" not in last
+    cause: str = last["error"]
+    return cause
+
+
+@asynccontextmanager
+async def every_service(pki: Path, videos: Path) -> AsyncIterator[dict[str, Server]]:
+    """cheese (no preparation time), movie (the default catalogue) and soccer (`videos`)."""
+    services: dict[str, Service] = {
+        "cheese": Cheese(CheeseSettings(0.0)),
+        "movie": Movies(MovieSettings(DEFAULT_CATALOGUE, 0)),
+        "soccer": Soccer(SoccerSettings(videos)),
+    }
+    async with AsyncExitStack() as stack:
+        yield {
+            name: await stack.enter_async_context(serving(pki, name, service))
+            for name, service in services.items()
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -5,20 +5,17 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import pytest
 
-from cheese.server import CheeseConfig
-from cheese.server import start as start_cheese
-from grpckit.server import Server
-from movie.server import DEFAULT_CATALOGUE, MovieConfig
-from movie.server import start as start_movie
-from soccer.server import SoccerConfig, SoccerServicer
-from soccer.server import start as start_soccer
-from tests.conftest import ROOT, eventually, server_config
+from cheese.server import Cheese, CheeseSettings
+from grpckit.server import Server, running
+from soccer.server import Soccer, SoccerSettings
+from tests.conftest import ROOT, eventually, every_service, free_port, server_settings
 
 
 @dataclass
@@ -30,22 +27,14 @@ class Result:
 
 @pytest.fixture
 async def environment(pki: Path, videos: Path) -> AsyncIterator[dict[str, str]]:
-    servers: list[Server] = [
-        await start_cheese(CheeseConfig(server_config(pki, "cheese"), 0.0)),
-        await start_movie(MovieConfig(server_config(pki, "movie"), DEFAULT_CATALOGUE, 0)),
-        await start_soccer(SoccerConfig(server_config(pki, "soccer"), videos)),
-    ]
-    yield {
-        **os.environ,
-        "CHEESE_TARGET": f"localhost:{servers[0].port}",
-        "MOVIE_TARGET": f"localhost:{servers[1].port}",
-        "SOCCER_TARGET": f"localhost:{servers[2].port}",
-        "TLS_CA": str(pki / "ca.crt"),
-        "TLS_CERT": str(pki / "client.crt"),
-        "TLS_KEY": str(pki / "client.key"),
-    }
-    for server in servers:
-        await server.stop(0)
+    async with every_service(pki, videos) as servers:
+        yield {
+            **os.environ,
+            **{f"{name.upper()}_TARGET": f"localhost:{s.port}" for name, s in servers.items()},
+            "TLS_CA": str(pki / "ca.crt"),
+            "TLS_CERT": str(pki / "client.crt"),
+            "TLS_KEY": str(pki / "client.key"),
+        }
 
 
 async def run(env: dict[str, str], *args: str) -> Result:
@@ -81,11 +70,16 @@ async def test_each_command_prints_json(environment: dict[str, str]) -> None:
 async def test_load_balances_calls_over_every_address_of_the_target(
     environment: dict[str, str], pki: Path
 ) -> None:
-    replicas = [
-        await start_cheese(CheeseConfig(replace(server_config(pki, "cheese"), replica=name), 0))
-        for name in ("cheese-a", "cheese-b")
-    ]
-    try:
+    async with AsyncExitStack() as stack:
+        replicas = [
+            await stack.enter_async_context(
+                running(
+                    replace(server_settings(pki, "cheese"), replica=name),
+                    [Cheese(CheeseSettings(0))],
+                )
+            )
+            for name in ("cheese-a", "cheese-b")
+        ]
         # What dns:///cheese resolves to with two replicas, written out.
         addresses = ",".join(f"127.0.0.1:{r.port}" for r in replicas)
         env = {**environment, "CHEESE_TARGET": f"ipv4:{addresses}"}
@@ -100,9 +94,6 @@ async def test_load_balances_calls_over_every_address_of_the_target(
         served = summary["served_by"]
         assert isinstance(served, dict)
         assert set(served) == {"cheese-a", "cheese-b"}
-    finally:
-        for replica in replicas:
-            await replica.stop(0)
 
 
 @pytest.mark.parametrize("service", ["movie", "soccer"])
@@ -153,14 +144,13 @@ async def test_errors_are_one_line_and_a_non_zero_exit(
 async def test_watch_resumes_after_a_server_restart_without_losing_a_frame(
     pki: Path, videos: Path
 ) -> None:
-    from tests.test_runtime import free_port
-
-    config = SoccerConfig(server_config(pki, "soccer", grace=0.5), videos)
-    config = SoccerConfig(replace(config.server, port=free_port()), videos)
-    first = await start_soccer(config)
+    settings = replace(server_settings(pki, "soccer", grace=0.5), port=free_port())
+    first = Soccer(SoccerSettings(videos))
+    server = Server(settings, [first])
+    await server.start()
     env = {
         **os.environ,
-        "SOCCER_TARGET": f"localhost:{config.server.port}",
+        "SOCCER_TARGET": f"localhost:{settings.port}",
         "TLS_CA": str(pki / "ca.crt"),
         "TLS_CERT": str(pki / "client.crt"),
         "TLS_KEY": str(pki / "client.key"),
@@ -170,17 +160,13 @@ async def test_watch_resumes_after_a_server_restart_without_losing_a_frame(
     async def streaming() -> None:
         # Well into the match, so the client has frames to resume after (before the first
         # frame, gRPC's own retry policy would retry the call and hide the break).
-        servicer = first.servicers["stream.Soccer"]
-        assert isinstance(servicer, SoccerServicer)
-        assert any(hub.next_index >= 10 for hub in servicer.hubs.live())
+        assert any(hub.next_index >= 10 for hub in first.hubs.live())
 
     await eventually(streaming)
-    await first.stop()
-    second = await start_soccer(config)  # the same port, as after a container restart
-    try:
+    await server.stop()
+    # The same port, as after a container restart.
+    async with running(settings, [Soccer(SoccerSettings(videos))]):
         result = await watching
-    finally:
-        await second.stop(0)
     assert result.code == 0, result.err
     summary = result.out[-1]
     resumed = summary["resumed"]

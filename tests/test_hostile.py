@@ -13,14 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api import cheese_pb2, movie_pb2, soccer_pb2
-from cheese.server import CheeseConfig
-from cheese.server import start as start_cheese
-from grpckit.server import Server
-from movie.server import DEFAULT_CATALOGUE, MovieConfig
-from movie.server import start as start_movie
-from soccer.server import SoccerConfig
-from soccer.server import start as start_soccer
-from tests.conftest import Connect, client_tls, server_config
+from tests.conftest import Connect, client_tls, every_service
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -79,15 +72,9 @@ async def servers(
     link = videos / "link-out.mp4"
     if not link.is_symlink():
         link.symlink_to(outside)
-    running: dict[str, Server] = {
-        "cheese": await start_cheese(CheeseConfig(server_config(pki, "cheese"), 0.0)),
-        "movie": await start_movie(MovieConfig(server_config(pki, "movie"), DEFAULT_CATALOGUE, 0)),
-        "soccer": await start_soccer(SoccerConfig(server_config(pki, "soccer"), videos)),
-    }
-    channels = {name: connect(server.port, client_tls(pki)) for name, server in running.items()}
-    yield Servers({n: s.port for n, s in running.items()}, channels)
-    for server in running.values():
-        await server.stop(0)
+    async with every_service(pki, videos) as running:
+        channels = {name: connect(server.port, client_tls(pki)) for name, server in running.items()}
+        yield Servers({n: s.port for n, s in running.items()}, channels)
 
 
 def unknown_field(message: bytes) -> bytes:

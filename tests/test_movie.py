@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,23 @@ import pytest
 from api import movie_pb2, movie_pb2_grpc
 from grpckit.server import Server
 from movie.catalogue import CatalogueError, load
-from movie.server import DEFAULT_CATALOGUE, MovieConfig, start
-from tests.conftest import ROOT, Connect, client_tls, eventually, server_config
+from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
+from tests.conftest import Connect, cause_of_failed_start, client_tls, eventually, serving
 
 MARTIAN = "a8034f44-aee4-44cf-b32c-74cf452aaaae"
 SEVEN = json.loads(DEFAULT_CATALOGUE.read_text())["movies"]
 
 
-async def start_movie(pki: Path, catalogue: Path, reload_seconds: float = 0.0) -> Server:
-    return await start(MovieConfig(server_config(pki, "movie"), catalogue, reload_seconds))
+def movie_server(
+    pki: Path, catalogue: Path, reload_seconds: float = 0.0
+) -> AbstractAsyncContextManager[Server]:
+    return serving(pki, "movie", Movies(MovieSettings(catalogue, reload_seconds)))
 
 
 @pytest.fixture
 async def movies(pki: Path, connect: Connect) -> AsyncIterator[movie_pb2_grpc.MovieAsyncStub]:
-    server = await start_movie(pki, DEFAULT_CATALOGUE)
-    yield movie_pb2_grpc.MovieStub(connect(server.port, client_tls(pki)))
-    await server.stop(0)
+    async with movie_server(pki, DEFAULT_CATALOGUE) as server:
+        yield movie_pb2_grpc.MovieStub(connect(server.port, client_tls(pki)))
 
 
 async def code_of(call: Any) -> grpc.StatusCode:
@@ -131,16 +131,9 @@ def test_malformed_catalogue_names_file_and_entry(
 async def test_malformed_catalogue_fails_start_up(tmp_path: Path, pki: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text('{"movies": [{"title": "A", "rating": 11, "director": "B", "id": "1"}]}')
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "movie", "--port", "0", "--catalogue", str(path),
-        "--tls-cert", str(pki / "movie.crt"), "--tls-key", str(pki / "movie.key"),
-        "--tls-ca", str(pki / "ca.crt"),
-        cwd=ROOT, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 1
-    assert str(path) in stderr.decode()
-    assert "movies[0]: 'rating' must be between 0 and 10" in stderr.decode()
+    cause = await cause_of_failed_start(pki, "movie", "--catalogue", str(path))
+    assert str(path) in cause
+    assert "movies[0]: 'rating' must be between 0 and 10" in cause
 
 
 async def test_reload_swaps_good_files_and_keeps_serving_through_bad_ones(
@@ -148,9 +141,8 @@ async def test_reload_swaps_good_files_and_keeps_serving_through_bad_ones(
 ) -> None:
     path = tmp_path / "movies.json"
     path.write_text(DEFAULT_CATALOGUE.read_text())
-    server = await start_movie(pki, path, reload_seconds=0.05)
-    movies = movie_pb2_grpc.MovieStub(connect(server.port, client_tls(pki)))
-    try:
+    async with movie_server(pki, path, reload_seconds=0.05) as server:
+        movies = movie_pb2_grpc.MovieStub(connect(server.port, client_tls(pki)))
         extra = {"title": "Arrival", "rating": 7.9, "director": "Denis Villeneuve", "id": "arr-1"}
         write_atomically(path, json.dumps({"movies": [*SEVEN, extra]}))
 
@@ -177,5 +169,3 @@ async def test_reload_swaps_good_files_and_keeps_serving_through_bad_ones(
         assert (
             await movies.GetMovieByID(movie_pb2.MovieID(id=MARTIAN), timeout=5)
         ).title == "The Martian"
-    finally:
-        await server.stop(0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import ast
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import cv2
@@ -13,16 +14,19 @@ import pytest
 from api import soccer_pb2, soccer_pb2_grpc
 from grpckit.server import Server
 from soccer import demo_video
-from soccer.server import SoccerConfig, start
+from soccer.server import Soccer, SoccerSettings
 from soccer.video import OpenCaptures
-from tests.conftest import Connect, client_tls, eventually, server_config
+from tests.conftest import Connect, cause_of_failed_start, client_tls, eventually, serving
+
+
+def soccer_server(pki: Path, videos: Path) -> AbstractAsyncContextManager[Server]:
+    return serving(pki, "soccer", Soccer(SoccerSettings(videos)))
 
 
 @pytest.fixture
 async def server(pki: Path, videos: Path) -> AsyncIterator[Server]:
-    running = await start(SoccerConfig(server_config(pki, "soccer"), videos))
-    yield running
-    await running.stop(0)
+    async with soccer_server(pki, videos) as server:
+        yield server
 
 
 @pytest.fixture
@@ -86,14 +90,11 @@ async def test_frames_over_the_default_4_mib_limit(
     tmp_path: Path, pki: Path, connect: Connect
 ) -> None:
     demo_video.generate(tmp_path / "hd.mp4", seconds=0.1, fps=30, width=1920, height=1080)
-    running = await start(SoccerConfig(server_config(pki, "soccer"), tmp_path))
-    try:
-        soccer = soccer_pb2_grpc.SoccerStub(connect(running.port, client_tls(pki)))
+    async with soccer_server(pki, tmp_path) as server:
+        soccer = soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki)))
         frames = await watch(soccer, id="hd", unpaced=True)
         assert len(frames) == 3
         assert all(len(v.data) == 1920 * 1080 * 3 > 4 * 1024 * 1024 for v in frames)
-    finally:
-        await running.stop(0)
 
 
 @pytest.mark.parametrize(
@@ -164,3 +165,9 @@ async def test_shutdown_ends_a_live_watch_with_a_resume_point(
                 asyncio.get_running_loop().create_task(server.stop(5))
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     assert f"start_frame={received[-1] + 1}" in (error.value.details() or "")
+
+
+async def test_a_missing_videos_folder_fails_start_up(tmp_path: Path, pki: Path) -> None:
+    missing = tmp_path / "no-videos"
+    cause = await cause_of_failed_start(pki, "soccer", "--videos-dir", str(missing))
+    assert str(missing) in cause

@@ -8,20 +8,18 @@ from pathlib import Path
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
-from grpckit.server import Server
 from soccer.hub import Published, Viewer
-from soccer.server import SoccerConfig, start
 from soccer.video import OpenCaptures
-from tests.conftest import Connect, client_tls, eventually, server_config
+from tests.conftest import Connect, client_tls, eventually
+from tests.test_soccer import soccer_server
 
 
 @pytest.fixture
 async def soccer(
     pki: Path, videos: Path, connect: Connect
 ) -> AsyncIterator[soccer_pb2_grpc.SoccerAsyncStub]:
-    server: Server = await start(SoccerConfig(server_config(pki, "soccer"), videos))
-    yield soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki)))
-    await server.stop(0)
+    async with soccer_server(pki, videos) as server:
+        yield soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki)))
 
 
 async def no_captures() -> None:

@@ -1,0 +1,81 @@
+"""One log line per call: method, peer, client certificate name, final code, duration.
+
+The code is what the client got. A call the client cancelled is CANCELLED at INFO, even when
+the handler noticed it as a failed write (a viewer that leaves mid-frame makes
+`context.write` raise): that is the client's choice, not a server error. Only an exception
+on a call that was not cancelled and not ended with a status is UNKNOWN, logged at ERROR
+with its traceback: that is a bug.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+from grpc.aio import ServicerContext
+
+from grpckit.config import AccessLog
+
+log = logging.getLogger("grpckit.access")
+
+Context = ServicerContext[Any, Any]
+
+
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    # Typed as always a code, but None until the handler sets or aborts with one.
+    code: grpc.StatusCode | None = context.code()
+    if code is not None:
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if context.cancelled():
+        return grpc.StatusCode.CANCELLED
+    # An exception that was not an abort reaches the client as UNKNOWN.
+    return grpc.StatusCode.UNKNOWN
+
+
+def _client_name(context: Context) -> str | None:
+    for name in context.auth_context().get("x509_common_name", ()):
+        return name.decode()
+    return None
+
+
+class Entry:
+    """What must be read while the call is alive: asking a cancelled call for its peer can
+    crash the process (a use-after-free in gRPC's core, seen as SIGSEGV when viewers cancel)."""
+
+    __slots__ = ("client", "peer", "start")
+
+    def __init__(self, context: Context) -> None:
+        self.start = time.perf_counter()
+        self.peer = context.peer()
+        self.client = _client_name(context)
+
+
+class AccessLogger:
+    def __init__(self, mode: AccessLog) -> None:
+        self.errors_only = mode is AccessLog.ERRORS
+
+    def begin(self, context: Context) -> Entry:
+        return Entry(context)
+
+    def end(self, method: str, context: Context, entry: Entry, error: BaseException | None) -> None:
+        code = final_code(context, error)
+        if code is grpc.StatusCode.OK and self.errors_only:
+            return
+        bug = code is grpc.StatusCode.UNKNOWN
+        log.log(
+            logging.ERROR if bug else logging.INFO,
+            "call",
+            extra={
+                "method": method,
+                "peer": entry.peer,
+                "client": entry.client,
+                "code": code.name,
+                "duration_ms": round((time.perf_counter() - entry.start) * 1000, 3),
+            },
+            exc_info=error if bug else None,
+        )
