@@ -163,6 +163,10 @@ start_dockerd() {
   # Flags may not repeat a key of /etc/docker/daemon.json (dockerd refuses to start).
   if ! grep -qs '"storage-driver"' /etc/docker/daemon.json; then args+=(--storage-driver="$driver"); fi
   if [[ -n $mtu && $mtu -lt 1500 ]] && ! grep -qs '"mtu"' /etc/docker/daemon.json; then args+=(--mtu="$mtu"); fi
+  # Published ports through iptables alone: the userland proxy (docker-proxy, one process per
+  # port) exits for good on its first failed accept (EMFILE under a few thousand idle
+  # connections), and the port is dead until the container is recreated.
+  if ! grep -qs '"userland-proxy"' /etc/docker/daemon.json; then args+=(--userland-proxy=false); fi
   log "starting dockerd ${args[*]} (log: $DOCKERD_LOG)"
   # setsid+nohup: dockerd outlives this script and its terminal; it starts its own containerd.
   setsid nohup dockerd "${args[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
