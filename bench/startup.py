@@ -1,7 +1,8 @@
 """Start-up and images: `docker compose up -d --wait` until all three are healthy, and sizes.
 
-Uses the images `make images` built (it never builds: that would time the build) and its
-own compose project name and free ports, so a stack started with `make up` is left alone.
+Uses the images already built (it never builds: that would time the build) and its own
+compose project name and free ports, so a stack started with `docker compose up` is left
+alone. The pki and demo-video one-shots create a missing PKI or demo match on the first run.
 The seed had no images, so these figures have no baseline; the check that matters is that
 the cheese and movie runtime images carry neither OpenCV nor NumPy.
 """
@@ -57,17 +58,10 @@ def _free_port() -> int:
         return port
 
 
-def _environment(ws: Workspace) -> dict[str, str]:
+def _environment() -> dict[str, str]:
     env = dict(os.environ)
-    env["CERTS_GID"] = str((ROOT / "certs" / "cheese.key").stat().st_gid)
     for service in SERVICES:
         env[f"{service.upper()}_PORT"] = str(_free_port())
-    if not (ROOT / "videos").is_dir():
-        # An empty folder the containers' user can read: soccer is healthy without videos.
-        videos = ws.directory / "compose-videos"
-        videos.mkdir(exist_ok=True)
-        videos.chmod(0o755)
-        env["VIDEOS_DIR"] = str(videos)
     return env
 
 
@@ -126,10 +120,8 @@ def run(ws: Workspace) -> list[Figure]:
     missing = [name for name in IMAGES if _image_size_mb(name) is None and name != "client"]
     if missing:
         return _skipped(f"images not built ({', '.join(missing)}): run `make images` first")
-    if not all((ROOT / "certs" / f"{s}.key").exists() for s in (*SERVICES, "client")):
-        return _skipped("certs/ missing: run `make certs` first")
 
-    env = _environment(ws)
+    env = _environment()
     runs: list[float | None] = []
     problems: list[str] = []
     for rep in range(ws.reps):
