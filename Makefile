@@ -131,3 +131,8 @@ chaos: venv base-image ## kill, stop and corrupt under load (prints recovery tim
 	scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; chmod 755 "$$scratch"; \
 	cp movie/data/movies.json "$$scratch/"; \
 	MOVIE_DATA_DIR="$$scratch" scripts/stack-test.sh -m chaos tests/chaos -s
+
+# Floods of stalled streams and connections while legitimate clients keep going (issue 12).
+.PHONY: stress
+stress: venv base-image ## hostile floods with a legitimate viewer and caller alongside (prints figures)
+	scripts/stack-test.sh -m stress tests/stress -s

@@ -1,0 +1,368 @@
+"""Hostile load on the running compose stack (`make stress`, issue 12): floods of stalled
+streams and of connections from the host, through the published ports, with the `client`
+identity, while a legitimate real-time viewer and legitimate unary callers (identity
+`viewer`) keep going. The excess must be refused with RESOURCE_EXHAUSTED, the legitimate
+clients served in real time, no container restarted or OOM-killed, every server's memory
+back near its baseline soon after, and every published port alive. Figures are one JSON
+line per flood; run with -s to see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import grpc
+import pytest
+
+from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
+from client.common import PORTS
+from grpckit.channel import ClientTls, open_channel
+from tests.chaos.conftest import MARTIAN, target
+from tests.stress.conftest import (
+    SERVERS,
+    Caller,
+    Legitimate,
+    MemoryWatch,
+    State,
+    Viewer,
+    memory_mib,
+    own_channel,
+    report,
+    states,
+)
+
+pytestmark = pytest.mark.stress
+
+# How long each flood holds what it took before letting go; every flood ends by itself.
+HOLD = float(os.environ.get("STRESS_HOLD_SECONDS", "20"))
+# A server's memory is back "near" its baseline when it is within 32 MiB or a quarter of it
+# (whichever is more: allocator slack, not what the flood took), within SETTLE seconds of the
+# flood ending. Today (no fix) soccer stays at 1.5 GB and more for minutes.
+NEAR_MIB, NEAR_FRACTION = 32.0, 0.25
+SETTLE = float(os.environ.get("STRESS_SETTLE_SECONDS", "60"))
+# The legitimate unary p99: unloaded, an Order is its 0.1 s preparation plus a few ms, a
+# movie lookup a few ms. A quarter of a second on top of that still reads as instant to a
+# person, and is far from the 10 s deadline a client gives a call; a starved server is
+# seconds, not tenths.
+P99_BOUND = {"cheese": 0.35, "movie": 0.25}
+MIN_FPS = 29.0
+# A new connection's call, made while the idle connections are held, must be answered within:
+FRESH_CALL_SECONDS = 3.0
+
+# The floods, as issue 12 measured them.
+UNPACED_STREAMS = 200
+START_FRAME_STREAMS = 150
+# Streams spread over this many connections, as separate clients would open them.
+FLOOD_CONNECTIONS = 10
+BURST_CONNECTIONS = 500
+IDLE_CONNECTIONS = 5000
+
+
+async def one_call(service: str, channel: grpc.aio.Channel, deadline: float) -> None:
+    if service == "cheese":
+        await cheese_pb2_grpc.CheeseServiceStub(channel).Order(
+            cheese_pb2.CheeseRequest(), timeout=deadline
+        )
+    elif service == "movie":
+        await movie_pb2_grpc.MovieStub(channel).GetMovieByID(
+            movie_pb2.MovieID(id=MARTIAN), timeout=deadline
+        )
+    else:
+        stream = soccer_pb2_grpc.SoccerStub(channel).Watch(
+            soccer_pb2.Match(id="demo", encoding=soccer_pb2.JPEG, max_frames=1), timeout=deadline
+        )
+        assert len([video async for video in stream]) == 1
+
+
+async def ports_alive(tls: ClientTls) -> dict[str, str]:
+    """One call per published port on a new connection: "OK" or what went wrong."""
+
+    async def check(service: str) -> str:
+        channel = own_channel(service, tls)
+        try:
+            await one_call(service, channel, deadline=5)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return f"{error.code().name}: {error.details()}"
+        finally:
+            await channel.close(None)
+
+    return dict(zip(SERVERS, await asyncio.gather(*map(check, SERVERS)), strict=True))
+
+
+def near(used: float, baseline: float) -> bool:
+    return used <= baseline + max(NEAR_MIB, NEAR_FRACTION * baseline)
+
+
+async def settled(baseline: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Each server's memory once all are near their baseline, or at the deadline; and how
+    long that took."""
+    started = time.monotonic()
+    while True:
+        used = await asyncio.to_thread(memory_mib)
+        elapsed = time.monotonic() - started
+        if all(near(used[s], baseline[s]) for s in SERVERS) or elapsed > SETTLE:
+            return used, elapsed
+        await asyncio.sleep(1)
+
+
+@asynccontextmanager
+async def legitimate(tls: ClientTls) -> AsyncIterator[Legitimate]:
+    """A real-time viewer and unary callers on cheese (20/s) and movie (50/s), on
+    connections opened before the flood, running until the block ends."""
+    channels = {name: open_channel(target(name), tls) for name in SERVERS}
+    clients = Legitimate(
+        Viewer(soccer_pb2_grpc.SoccerStub(channels["soccer"])),
+        [Caller("cheese", channels["cheese"], 20.0), Caller("movie", channels["movie"], 50.0)],
+    )
+    everyone: list[Viewer | Caller] = [clients.viewer, *clients.callers]
+    running = [asyncio.create_task(client.run()) for client in everyone]
+    try:
+        deadline = time.monotonic() + 30
+        while not (clients.viewer.frames and all(c.latencies for c in clients.callers)):
+            assert time.monotonic() < deadline, "the legitimate clients never got served"
+            await asyncio.sleep(0.1)
+        yield clients
+    finally:
+        for client in everyone:
+            client.stop.set()
+        await asyncio.gather(*running)
+        for channel in channels.values():
+            await channel.close(None)
+
+
+Flood = Callable[[], Awaitable[dict[str, object]]]
+
+
+async def under_flood(name: str, flood: Flood, baseline: dict[str, float], tls: ClientTls) -> None:
+    """Runs `flood` among the legitimate clients, reports its figures and ours, then checks
+    everything issue 12 asks after any flood (each test then checks its flood's own)."""
+    before = await asyncio.to_thread(states)
+    with MemoryWatch() as memory:
+        async with legitimate(tls) as clients:
+            figures = await flood()
+    used, settle_seconds = await settled(baseline)
+    after = await asyncio.to_thread(states)
+    alive = await ports_alive(tls)
+    report(
+        name,
+        **figures,
+        **clients.figures(),
+        memory_mib={
+            s: {
+                "baseline": round(baseline[s], 1),
+                "peak": round(memory.peak[s], 1),
+                "settled": round(used[s], 1),
+            }
+            for s in SERVERS
+        },
+        settle_seconds=round(settle_seconds, 1),
+        restarts={s: after[s].restarts - before[s].restarts for s in SERVERS},
+        oom_killed={s: after[s].oom_killed for s in SERVERS},
+        ports=alive,
+    )
+    check_served(clients)
+    check_containers(before, after)
+    assert all(near(used[s], baseline[s]) for s in SERVERS), (used, baseline)
+    assert alive == dict.fromkeys(SERVERS, "OK")
+
+
+def check_served(clients: Legitimate) -> None:
+    assert clients.viewer.errors == []
+    assert clients.viewer.rates, "no whole stream watched during the flood"
+    assert min(clients.viewer.rates) >= MIN_FPS, clients.viewer.rates
+    for caller in clients.callers:
+        assert caller.errors == [], caller.errors[:5]
+        assert caller.p99 <= P99_BOUND[caller.service], (caller.service, caller.p99)
+
+
+def check_containers(before: dict[str, State], after: dict[str, State]) -> None:
+    for service in SERVERS:
+        assert after[service].id == before[service].id, f"{service} was recreated"
+        assert after[service].restarts == before[service].restarts, f"{service} restarted"
+        assert not after[service].oom_killed, f"{service} was OOM-killed"
+        assert after[service].running, f"{service} is not running"
+
+
+# ---- The floods ---------------------------------------------------------------------------
+
+
+async def stalled_streams(requests: list[soccer_pb2.Match]) -> Counter[str]:
+    """Opens every stream, reads one frame of each, then reads nothing for HOLD seconds, as
+    a client that stopped reading would; then cancels them all. Returns each stream's fate
+    at its first read: OK or the status code."""
+    channels = [own_channel("soccer") for _ in range(FLOOD_CONNECTIONS)]
+    stubs = [soccer_pb2_grpc.SoccerStub(channel) for channel in channels]
+    calls = [
+        stubs[i % len(stubs)].Watch(request, timeout=HOLD + 60)
+        for i, request in enumerate(requests)
+    ]
+
+    async def first_frame(
+        call: grpc.aio.UnaryStreamCall[soccer_pb2.Match, soccer_pb2.Video],
+    ) -> str:
+        try:
+            await asyncio.wait_for(call.read(), timeout=30)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+        except TimeoutError:
+            return "no frame within 30 s"
+
+    try:
+        fates = Counter(await asyncio.gather(*map(first_frame, calls)))
+        await asyncio.sleep(HOLD)  # the stall itself: a duration, not a wait for something
+    finally:
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            await channel.close(None)
+    return fates
+
+
+def check_refused(fates: Counter[str]) -> None:
+    """The excess is refused, by code, and nothing fails any other way."""
+    assert fates["RESOURCE_EXHAUSTED"] > 0, fates
+    assert set(fates) <= {"OK", "RESOURCE_EXHAUSTED"}, fates
+
+
+async def test_unpaced_streams_that_stop_reading(
+    baseline: dict[str, float], viewer_tls: ClientTls
+) -> None:
+    requests = [soccer_pb2.Match(id="demo", unpaced=True) for _ in range(UNPACED_STREAMS)]
+    fates: Counter[str] = Counter()
+
+    async def flood() -> dict[str, object]:
+        fates.update(await stalled_streams(requests))
+        return {"streams": len(requests), "fates": dict(fates)}
+
+    await under_flood("unpaced-stalled", flood, baseline, viewer_tls)
+    check_refused(fates)
+
+
+async def test_streams_with_their_own_start_frame_that_stop_reading(
+    baseline: dict[str, float], viewer_tls: ClientTls
+) -> None:
+    # Frames 1 to 150 of the 300: each its own hub (decoder), all of them still playing.
+    requests = [soccer_pb2.Match(id="demo", start_frame=i + 1) for i in range(START_FRAME_STREAMS)]
+    fates: Counter[str] = Counter()
+
+    async def flood() -> dict[str, object]:
+        fates.update(await stalled_streams(requests))
+        return {"streams": len(requests), "fates": dict(fates)}
+
+    await under_flood("start-frame-stalled", flood, baseline, viewer_tls)
+    check_refused(fates)
+
+
+async def test_connection_burst(baseline: dict[str, float], viewer_tls: ClientTls) -> None:
+    """BURST_CONNECTIONS new connections to movie at once, each a lookup and the whole list."""
+
+    fates: Counter[str] = Counter()
+
+    async def one_client() -> None:
+        channel = own_channel("movie")
+        movies = movie_pb2_grpc.MovieStub(channel)
+        try:
+            await movies.GetMovieByID(movie_pb2.MovieID(id=MARTIAN), timeout=30)
+            fates["OK"] += 1
+            async for _ in movies.GetListMovies(movie_pb2.Empty(), timeout=30):
+                pass
+            fates["OK"] += 1
+        except grpc.aio.AioRpcError as error:
+            fates[error.code().name] += 1
+        finally:
+            await channel.close(None)
+
+    async def flood() -> dict[str, object]:
+        started = time.monotonic()
+        await asyncio.gather(*(one_client() for _ in range(BURST_CONNECTIONS)))
+        return {
+            "connections": BURST_CONNECTIONS,
+            "seconds": round(time.monotonic() - started, 1),
+            "fates": dict(fates),
+        }
+
+    await under_flood("connection-burst", flood, baseline, viewer_tls)
+    # Refusing some of the burst is allowed; failing any other way is not.
+    assert set(fates) <= {"OK", "RESOURCE_EXHAUSTED"}, fates
+
+
+async def test_idle_connections_to_a_published_port(
+    baseline: dict[str, float], viewer_tls: ClientTls
+) -> None:
+    """IDLE_CONNECTIONS TCP connections to the movie port that never send a byte. A new
+    connection's call must still be answered promptly while they are held, and every idle
+    one must be closed by the stack, not kept for ever."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = IDLE_CONNECTIONS + 1024
+    assert hard >= wanted, f"this test needs {wanted} open files; the hard limit is {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    port = int(os.environ.get("MOVIE_PORT", PORTS["movie"]))
+    fresh: list[float | str] = []
+    closed: list[float] = []
+
+    async def flood() -> dict[str, object]:
+        opening = asyncio.Semaphore(500)
+        opened = 0
+
+        async def idle() -> float | str:
+            """Seconds until the stack closed this connection, or why it never did."""
+            async with opening:
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", port), timeout=10
+                    )
+                except (OSError, TimeoutError) as error:
+                    return f"connect: {type(error).__name__}"
+            nonlocal opened
+            opened += 1
+            since = time.monotonic()
+            try:
+                await asyncio.wait_for(reader.read(1), timeout=HOLD)
+                return time.monotonic() - since
+            except TimeoutError:
+                return "still open"
+            except OSError:
+                return time.monotonic() - since
+            finally:
+                writer.close()
+
+        idlers = [asyncio.create_task(idle()) for _ in range(IDLE_CONNECTIONS)]
+        # The burst is under way once nine in ten are open (the first ones may already have
+        # been closed by then): then a new client calls.
+        deadline = time.monotonic() + 30
+        while opened < IDLE_CONNECTIONS * 0.9:
+            assert time.monotonic() < deadline, f"only {opened} connections opened in 30 s"
+            await asyncio.sleep(0.05)
+        burst_size = opened
+        channel = own_channel("movie", viewer_tls)
+        called = time.monotonic()
+        try:
+            await one_call("movie", channel, deadline=FRESH_CALL_SECONDS + 5)
+            fresh.append(round(time.monotonic() - called, 2))
+        except grpc.aio.AioRpcError as error:
+            fresh.append(f"{error.code().name}: {error.details()}")
+        finally:
+            await channel.close(None)
+        results = await asyncio.gather(*idlers)
+        closed.extend(r for r in results if isinstance(r, float))
+        return {
+            "connections": IDLE_CONNECTIONS,
+            "open_when_called": burst_size,
+            "fresh_call_seconds": fresh[0],
+            "closed_by_stack": len(closed),
+            "closed_after_max_seconds": round(max(closed), 1) if closed else None,
+            "other": dict(Counter(r for r in results if isinstance(r, str))),
+        }
+
+    await under_flood("idle-connections", flood, baseline, viewer_tls)
+    [answered] = fresh
+    assert isinstance(answered, float) and answered <= FRESH_CALL_SECONDS, answered
+    assert len(closed) == IDLE_CONNECTIONS, f"{IDLE_CONNECTIONS - len(closed)} never closed"
