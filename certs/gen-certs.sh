@@ -10,11 +10,14 @@
 #   --extra-sans LIST extra SANs for every server cert (env EXTRA_SANS), e.g. "DNS:foo,IP:10.0.0.1"
 #
 # Writes ca.crt/ca.key, cheese/movie/soccer .crt/.key (server: CN and DNS SAN = the service name,
-# plus localhost, 127.0.0.1 and ::1) and client.crt/.key. Keys are EC P-256.
+# plus localhost, 127.0.0.1 and ::1; serverAuth only, so a server's key cannot act as a client),
+# and the client identities, clientAuth only: client.crt/.key (calls the services) and
+# monitor.crt/.key (asks health only). Each service's authz.json names them. Keys are EC P-256.
 #
 # Re-running is safe: the CA is never replaced without --force-ca, because every issued cert and
 # every copy of ca.crt handed out would silently stop verifying. A leaf is kept while it verifies
-# against the current CA for its purpose, matches its key, covers the wanted SANs and is valid for
+# against the current CA for its purpose and for no other (a server cert from an older run, which
+# also had clientAuth, is reissued), matches its key, covers the wanted SANs and is valid for
 # another 30 days; anything else is reissued. Files are written to a temp dir and renamed, so an
 # interrupted run leaves no half-written PEM behind.
 #
@@ -149,6 +152,9 @@ EOF
 leaf_ok() {
   local crt="$1" key="$2" purpose="$3" sans="$4" san
   openssl verify -CAfile "$ca_crt" -purpose "$purpose" "$crt" >/dev/null 2>&1 || return 1
+  local other=sslclient
+  [[ "$purpose" == sslclient ]] && other=sslserver
+  ! openssl verify -CAfile "$ca_crt" -purpose "$other" "$crt" >/dev/null 2>&1 || return 1
   openssl x509 -noout -checkend $((30 * 86400)) -in "$crt" >/dev/null 2>&1 || return 1
   key_matches "$crt" "$key" || return 1
   IFS=, read -ra _want <<<"$sans"
@@ -161,9 +167,10 @@ leaf_ok() {
 }
 
 for svc in cheese movie soccer; do
-  leaf "$svc" sslserver serverAuth,clientAuth "DNS:$svc,DNS:localhost,IP:127.0.0.1,IP:::1${extra_sans:+,$extra_sans}"
+  leaf "$svc" sslserver serverAuth "DNS:$svc,DNS:localhost,IP:127.0.0.1,IP:::1${extra_sans:+,$extra_sans}"
 done
 leaf client sslclient clientAuth "DNS:client"
+leaf monitor sslclient clientAuth "DNS:monitor"
 
 summary="gen-certs: $out_dir:"
 ((${#created[@]})) && summary+=" created ${created[*]}"

@@ -42,6 +42,12 @@ class ServerSettings:
     tls_cert: Path = setting(Path("certs/server.crt"), "TLS_CERT", "server certificate")
     tls_key: Path = setting(Path("certs/server.key"), "TLS_KEY", "server private key")
     tls_ca: Path = setting(Path("certs/ca.crt"), "TLS_CA", "CA that client certificates chain to")
+    # Each program's default is the policy in its package, <name>/authz.json.
+    authz_policy: Path = setting(
+        Path("authz.json"),
+        "AUTHZ_POLICY",
+        "who may call which method (gRFC A43 JSON, default deny); reloaded when it changes",
+    )
     insecure: bool = setting(
         False, "INSECURE", "DEVELOPMENT ONLY: plaintext, no TLS and no client certificates"
     )

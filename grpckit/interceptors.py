@@ -19,6 +19,10 @@ in a module of its own or a line here, in this order:
 any other. The jobs are composed into one handler per method, on the method's first call,
 rather than stacked as one gRPC interceptor each: gRPC runs every interceptor on every
 call, and a chain of them costs a share of the unary rate (see README, Performance).
+
+Authorization (grpckit/authz.py) wraps every handler, health and reflection included,
+outermost: a call the server's policy does not allow gets PERMISSION_DENIED before any
+budget is spent or its handler runs.
 """
 
 import inspect
@@ -30,6 +34,7 @@ from grpc.aio import ServicerContext
 
 from grpckit import cancellation, decoding
 from grpckit.access_log import AccessLogger
+from grpckit.authz import Authorization
 from grpckit.config import AccessLog
 from grpckit.in_flight import HEALTH_WATCH, InFlight
 from grpckit.served_by import served_by
@@ -53,6 +58,8 @@ class Calls(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # The services of a server are fixed once it starts, so each method's handler is
         # assembled once and every later call skips the lookup.
         self._handlers: dict[str, Handler] = {}
+        # Set by the server when callers have identities (TLS); every method is guarded.
+        self.authorization: Authorization | None = None
 
     async def intercept_service(
         self,
@@ -66,6 +73,8 @@ class Calls(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             found: Handler | None = await continuation(handler_call_details)
             if found is None:
                 return cast(Handler, None)
+            if self.authorization is not None:
+                found = self.authorization.applied(method, found)
             handler = self._handlers[method] = self._assemble(method, found)
         return handler
 

@@ -36,6 +36,7 @@ def load_settings(
         "port": program.port,
         "tls_cert": Path(f"certs/{program.name}.crt"),
         "tls_key": Path(f"certs/{program.name}.key"),
+        "authz_policy": Path(f"{program.name}/authz.json"),
         "replica": socket.gethostname(),
     }
     server, own = parse(

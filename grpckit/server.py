@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from grpckit.authz import Authorization, PolicyError
 from grpckit.config import ServerSettings
 from grpckit.interceptors import Calls
 from grpckit.options import server_options
@@ -54,6 +55,7 @@ class Server:
         cannot start; the server is stopped again by then.
         """
         try:
+            self._authorize()
             await self._listen()
             for service in self.services:
                 await service.start(self.tasks)
@@ -77,12 +79,34 @@ class Server:
         )
         return server
 
+    def _authorize(self) -> None:
+        """Every call checked against the policy; in plaintext no caller has an identity to
+        check, so there is none."""
+        if self.settings.tls is None:
+            return
+        path = self.settings.authz_policy
+        try:
+            authorization = Authorization(path)
+        except OSError as error:
+            raise StartupError(
+                f"cannot read authorization policy {path}: {error.strerror}"
+            ) from None
+        except PolicyError as error:
+            raise StartupError(f"bad authorization policy {path}: {error}") from None
+        self._calls.authorization = authorization
+        self.tasks.spawn(authorization.watch())
+        log.info(
+            "authorizing", extra={"policy": str(path), "policy_name": authorization.policy.name}
+        )
+
     async def _listen(self) -> None:
         settings = self.settings
         self._grpc = self._build()
         tls = settings.tls
         if tls is None:
-            log.warning("serving PLAINTEXT: no TLS, no client certificates (--insecure)")
+            log.warning(
+                "serving PLAINTEXT: no TLS, no client certificates, no authorization (--insecure)"
+            )
             self.port = _bind(self._grpc, settings.address, None)
         else:
             try:

@@ -53,25 +53,29 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def server_settings(
-    pki: Path, service: str, *, tls: bool = True, grace: float = 2.0
+    pki: Path, service: str, *, tls: bool = True, grace: float = 2.0, policy: Path | None = None
 ) -> ServerSettings:
-    """A server on a free loopback port, with the certificate of `service` from `pki`."""
+    """A server on a free loopback port, with the certificate of `service` from `pki` and
+    the authorization policy `service` ships (another with `policy`)."""
     return ServerSettings(
         host="127.0.0.1",
         port=0,
         tls_cert=pki / f"{service}.crt",
         tls_key=pki / f"{service}.key",
         tls_ca=pki / "ca.crt",
+        authz_policy=policy or ROOT / service / "authz.json",
         insecure=not tls,
         grace=grace,
         log_level=LogLevel.DEBUG,
     )
 
 
-def client_tls(pki: Path, *, with_cert: bool = True) -> ClientTls:
+def client_tls(pki: Path, *, with_cert: bool = True, identity: str = "client") -> ClientTls:
+    """The CA, and the certificate and key of `identity` from `pki` (client, monitor, or a
+    server's, which the PKI issues for serving only)."""
     if not with_cert:
         return ClientTls(ca=pki / "ca.crt")
-    return ClientTls(ca=pki / "ca.crt", cert=pki / "client.crt", key=pki / "client.key")
+    return ClientTls(ca=pki / "ca.crt", cert=pki / f"{identity}.crt", key=pki / f"{identity}.key")
 
 
 Connect = Callable[..., grpc.aio.Channel]

@@ -11,6 +11,7 @@ echoed. `Ticks` writes numbered messages until cancelled; `Join` joins a stream 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,6 +25,8 @@ NAME = "test.Echo"
 ECHO = f"/{NAME}/Echo"
 TICKS = f"/{NAME}/Ticks"
 JOIN = f"/{NAME}/Join"
+# Who may call it: `client` everything, `monitor` health.
+POLICY = Path(__file__).with_name("echo_authz.json")
 
 Context = ServicerContext[str, bytes]
 

@@ -44,7 +44,7 @@ REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 def settings(pki: Path, **changes: Any) -> ServerSettings:
     # Any server certificate of the test PKI will do; the echo server borrows cheese's.
-    return replace(server_settings(pki, "cheese"), **changes)
+    return replace(server_settings(pki, "cheese", policy=echo.POLICY), **changes)
 
 
 @pytest.fixture
@@ -379,7 +379,7 @@ async def echo_process(
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.echo", "--host", "127.0.0.1",
         "--tls-cert", str(pki / "cheese.crt"), "--tls-key", str(pki / "cheese.key"),
-        "--tls-ca", str(pki / "ca.crt"), *args,
+        "--tls-ca", str(pki / "ca.crt"), "--authz-policy", str(echo.POLICY), *args,
         cwd=ROOT, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
@@ -545,16 +545,23 @@ def test_environment_sets_defaults_and_flags_override(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize(("service", "code"), [("", 0), (NAME, 0), ("no.such.Service", 1)])
+@pytest.mark.parametrize("via", ["maintenance port", "monitor identity"])
 async def test_health_probe_for_container_healthchecks(
-    server: Server, pki: Path, service: str, code: int
+    pki: Path, service: str, code: int, via: str
 ) -> None:
-    env = {
-        **os.environ,
-        "PORT": str(server.port),
-        "TLS_CERT": str(pki / "cheese.crt"),
-        "TLS_KEY": str(pki / "cheese.key"),
-        "TLS_CA": str(pki / "ca.crt"),
-    }
+    """As compose runs it: on the plaintext HEALTH_PORT, which needs no key; or over mutual
+    TLS as `monitor`, since the server's own certificate cannot be a client's."""
+    async with running(settings(pki, health_port=0), [Echo()]) as server:
+        env = {**os.environ, "PORT": str(server.port), "TLS_CA": str(pki / "ca.crt")}
+        if via == "maintenance port":
+            env["HEALTH_PORT"] = str(server.health_port)
+        else:
+            env["PROBE_TLS_CERT"] = str(pki / "monitor.crt")
+            env["PROBE_TLS_KEY"] = str(pki / "monitor.key")
+        await probed(env, service, code)
+
+
+async def probed(env: dict[str, str], service: str, code: int) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "grpckit.probe", "--service", service, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
