@@ -100,9 +100,50 @@ class ServerSettings:
         minimum=1,
     )
 
+    # Budgets (grpckit/budgets.py). Each program sizes these to its container's memory
+    # (Program.defaults); these are the runtime's own, for a server of small unary calls.
+    max_calls: int = setting(
+        1000,
+        "MAX_CALLS",
+        "unary calls served at once; more get RESOURCE_EXHAUSTED (a few KB of memory each)",
+        minimum=1,
+    )
+    max_calls_per_client: int = setting(
+        500,
+        "MAX_CALLS_PER_CLIENT",
+        "unary calls served at once for one client identity (certificate), so that one "
+        "client cannot take them all",
+        minimum=1,
+    )
+    max_streams: int = setting(
+        100,
+        "MAX_STREAMS",
+        "streams served at once (a stream counts until it ends); more get RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    max_streams_per_client: int = setting(
+        50,
+        "MAX_STREAMS_PER_CLIENT",
+        "streams served at once for one client identity (certificate)",
+        minimum=1,
+    )
+    handshake_timeout: float = setting(
+        10.0,
+        "HANDSHAKE_TIMEOUT",
+        "seconds a new connection gets to finish its TLS handshake before it is closed, so "
+        "idle or slow connections cannot pile up",
+        minimum=0.001,
+    )
+
     def __post_init__(self) -> None:
         if self.workers > 1 and self.port == 0:
             raise ValueError("WORKERS above 1 needs a fixed PORT: each worker binds the same one")
+        for kind in ("calls", "streams"):
+            if getattr(self, f"max_{kind}_per_client") > getattr(self, f"max_{kind}"):
+                raise ValueError(
+                    f"MAX_{kind.upper()}_PER_CLIENT must not exceed MAX_{kind.upper()}"
+                )
+
 
     @property
     def tls(self) -> TlsFiles | None:

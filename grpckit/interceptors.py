@@ -11,11 +11,13 @@ in a module of its own or a line here, in this order:
    (health says NOT_SERVING meanwhile); health and reflection always answer.
 5. decoding (grpckit/decoding.py): a request that did not decode ends the call with
    INVALID_ARGUMENT.
-6. the service's own handler.
-7. cancellation (grpckit/cancellation.py): a write that failed because the client went away
+6. budgets (grpckit/budgets.py): a call to a service over the server's or its client's
+   budget of calls or streams gets RESOURCE_EXHAUSTED before its handler runs.
+7. the service's own handler.
+8. cancellation (grpckit/cancellation.py): a write that failed because the client went away
    ends the call as cancelled, not as a server error.
 
-1 to 3 see what 4 to 7 do, so a refused or malformed call is counted, logged and named like
+1 to 3 see what 4 to 8 do, so a refused or malformed call is counted, logged and named like
 any other. The jobs are composed into one handler per method, on the method's first call,
 rather than stacked as one gRPC interceptor each: gRPC runs every interceptor on every
 call, and a chain of them costs a share of the unary rate (see README, Performance).
@@ -34,6 +36,7 @@ from grpc.aio import ServicerContext
 
 from grpckit import cancellation, decoding
 from grpckit.access_log import AccessLogger
+from grpckit.budgets import CallBudgets
 from grpckit.authz import Authorization
 from grpckit.config import AccessLog
 from grpckit.in_flight import HEALTH_WATCH, InFlight
@@ -58,6 +61,8 @@ class Calls(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # The services of a server are fixed once it starts, so each method's handler is
         # assembled once and every later call skips the lookup.
         self._handlers: dict[str, Handler] = {}
+        # Set by the server; health and reflection are never budgeted.
+        self.budgets: CallBudgets | None = None
         # Set by the server when callers have identities (TLS); every method is guarded.
         self.authorization: Authorization | None = None
 
@@ -75,6 +80,8 @@ class Calls(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return cast(Handler, None)
             if self.authorization is not None:
                 found = self.authorization.applied(method, found)
+            if self.budgets is not None and method.split("/")[1] in self._services:
+                found = self.budgets.applied(found)
             handler = self._handlers[method] = self._assemble(method, found)
         return handler
 

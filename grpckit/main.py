@@ -38,6 +38,7 @@ def load_settings(
         "tls_key": Path(f"certs/{program.name}.key"),
         "authz_policy": Path(f"{program.name}/authz.json"),
         "replica": socket.gethostname(),
+        **program.defaults,
     }
     server, own = parse(
         [ServerSettings, program.settings],

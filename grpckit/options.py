@@ -29,8 +29,14 @@ SERVER_OPTIONS: Final[ChannelOptions] = [
 ]
 
 
-def server_options(max_connection_age_seconds: float) -> ChannelOptions:
-    """SERVER_OPTIONS plus a maximum connection age.
+def server_options(
+    max_connection_age_seconds: float, handshake_timeout_seconds: float = 10.0
+) -> ChannelOptions:
+    """SERVER_OPTIONS plus a maximum connection age and a handshake deadline.
+
+    A connection that has not finished its TLS handshake within the deadline is closed
+    (gRPC's own default is 120 s): idle or slow connections, which hold a socket and a
+    handshake's memory each, cannot pile up by the thousand.
 
     A client re-resolves its target's DNS name when a connection ends, and only then finds
     replicas that came up since (`docker compose up --scale`, a Kubernetes rollout). The age
@@ -38,7 +44,11 @@ def server_options(max_connection_age_seconds: float) -> ChannelOptions:
     connection while calls in flight finish on the old one (no grace limit is set, so a
     long video stream is never cut for age).
     """
-    return [*SERVER_OPTIONS, ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000))]
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+        ("grpc.server_handshake_timeout_ms", max(1, int(handshake_timeout_seconds * 1000))),
+    ]
 
 
 # Retry only UNAVAILABLE (the call never reached a handler, or the server is restarting)

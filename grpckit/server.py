@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from grpckit.authz import Authorization, PolicyError
+from grpckit.budgets import CallBudgets
 from grpckit.config import ServerSettings
 from grpckit.interceptors import Calls
 from grpckit.options import server_options
@@ -37,6 +38,8 @@ class Server:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.tasks = BackgroundTasks()
         self._calls = Calls(self._names, settings.access_log, settings.replica)
+        # Calls and streams in use, by the server and per client: tests read them.
+        self.budgets = self._calls.budgets = CallBudgets(settings)
         # The bound ports, once `start` has bound them.
         self.port = 0
         self.health_port: int | None = None
@@ -69,7 +72,9 @@ class Server:
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(
             interceptors=[self._calls],
-            options=server_options(self.settings.max_connection_age),
+            options=server_options(
+                self.settings.max_connection_age, self.settings.handshake_timeout
+            ),
         )
         for service in self.services:
             service.add_to(server)

@@ -7,8 +7,8 @@ background tasks and signals. A service never sees the server it runs in.
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -80,3 +80,6 @@ class Program(Generic[S]):
     description: str
     settings: type[S]
     services: Callable[[S], Sequence[Service]]
+    #: Server settings (grpckit/config.py) whose default this program changes, by field
+    #: name: budgets sized to its container's memory.
+    defaults: Mapping[str, Any] = field(default_factory=dict)

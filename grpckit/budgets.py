@@ -1,0 +1,177 @@
+"""Budgets: how many calls and streams a server serves at once, in all and per client.
+
+A call over a budget is refused at once with RESOURCE_EXHAUSTED, and the message names the
+limit and the setting that raises it: it is never queued, because a queue is memory no
+budget bounds, and a caller that must wait is better told to back off or go elsewhere.
+
+Unary calls and streams have separate budgets: a stream holds its share for its whole life
+(minutes, for a viewer), so a flood of streams must not take the room of short calls. Each
+client identity (its certificate's principal, the name the authorization policy matches,
+grpckit/authz.py) gets at most a part of each budget, so one greedy certificate cannot
+starve the others. Health and reflection are outside every budget: a server busy with a
+flood must still say it is alive.
+
+A call is admitted after it has been decoded and before its handler runs, so a refused call
+has done no work; what it took is given back however it ends (done, error, cancelled,
+deadline).
+"""
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, cast
+
+import grpc
+from grpc.aio import ServicerContext
+
+from grpckit.authz import peer_of
+from grpckit.config import ServerSettings
+
+Behaviour = Callable[..., Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context = ServicerContext[Any, Any]
+
+
+@dataclass
+class Limit:
+    """A count of something scarce and the most there may be: taking past it fails at once."""
+
+    what: str
+    limit: int
+    setting: str
+    in_use: int = 0
+
+    def take(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_use -= 1
+
+    def refusal(self) -> str:
+        return f"{self.what}: {self.in_use} of {self.limit} in use ({self.setting})"
+
+
+@dataclass
+class PerClient:
+    """The same limit for every client identity, counted apart. An identity is forgotten at
+    zero, so many distinct certificates do not make it grow."""
+
+    what: str
+    limit: int
+    setting: str
+    in_use: dict[str, int] = field(default_factory=dict)
+
+    def take(self, identity: str) -> bool:
+        count = self.in_use.get(identity, 0)
+        if count >= self.limit:
+            return False
+        self.in_use[identity] = count + 1
+        return True
+
+    def give_back(self, identity: str) -> None:
+        count = self.in_use[identity] - 1
+        if count:
+            self.in_use[identity] = count
+        else:
+            del self.in_use[identity]
+
+    def refusal(self, identity: str) -> str:
+        count = self.in_use.get(identity, 0)
+        used = f"{count} of {self.limit} in use ({self.setting})"
+        return f"{self.what} of client {identity!r}: {used}"
+
+
+class Budget:
+    """One kind of thing (calls, streams, decoders): a limit for the server and one per client."""
+
+    def __init__(self, total: Limit, per_client: PerClient) -> None:
+        self.total = total
+        self.per_client = per_client
+
+    @classmethod
+    def of(cls, what: str, limit: int, setting: str, per_client: int) -> "Budget":
+        """Settings named `setting` and `setting`_PER_CLIENT."""
+        return cls(
+            Limit(what, limit, setting), PerClient(what, per_client, f"{setting}_PER_CLIENT")
+        )
+
+    def refusal(self, identity: str) -> str | None:
+        """Why `take` would refuse `identity` now, without taking; None when it would not."""
+        if self.per_client.in_use.get(identity, 0) >= self.per_client.limit:
+            return self.per_client.refusal(identity)
+        if self.total.in_use >= self.total.limit:
+            return self.total.refusal()
+        return None
+
+    def take(self, identity: str) -> str | None:
+        """None when admitted (give it back later); otherwise why not, for the caller."""
+        if not self.per_client.take(identity):
+            return self.per_client.refusal(identity)
+        if not self.total.take():
+            self.per_client.give_back(identity)
+            return self.total.refusal()
+        return None
+
+    def give_back(self, identity: str) -> None:
+        self.total.give_back()
+        self.per_client.give_back(identity)
+
+    async def enter(self, context: Context) -> str:
+        """Admit the call or end it with RESOURCE_EXHAUSTED; returns the identity to give
+        back with."""
+        identity = peer_of(context).name
+        refused = self.take(identity)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        return identity
+
+
+class CallBudgets:
+    """The server's budgets of unary calls and of streams, applied to the services' handlers."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.calls = Budget.of(
+            "unary calls", settings.max_calls, "MAX_CALLS", settings.max_calls_per_client
+        )
+        self.streams = Budget.of(
+            "streams", settings.max_streams, "MAX_STREAMS", settings.max_streams_per_client
+        )
+
+    def applied(self, handler: Handler) -> Handler:
+        """`handler` with its behaviour admitted first, then given back when it ends."""
+        streaming = handler.request_streaming or handler.response_streaming
+        budget = self.streams if streaming else self.calls
+        kind = ("stream" if handler.request_streaming else "unary") + (
+            "_stream" if handler.response_streaming else "_unary"
+        )
+        behaviour: Behaviour = getattr(handler, kind)
+        # A named tuple in grpcio; the stubs do not say so.
+        return cast(Handler, handler._replace(**{kind: _admitted(budget, behaviour)}))  # type: ignore[attr-defined]
+
+
+def _admitted(budget: Budget, behaviour: Behaviour) -> Behaviour:
+    # The same kind of callable as `behaviour`: the interceptor drives async generators and
+    # coroutines differently.
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def generated(request: Any, context: Context) -> AsyncIterator[Any]:
+            identity = await budget.enter(context)
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            finally:
+                budget.give_back(identity)
+
+        return generated
+
+    async def awaited(request: Any, context: Context) -> Any:
+        identity = await budget.enter(context)
+        try:
+            return await behaviour(request, context)
+        finally:
+            budget.give_back(identity)
+
+    return awaited
