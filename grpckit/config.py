@@ -144,7 +144,6 @@ class ServerSettings:
                     f"MAX_{kind.upper()}_PER_CLIENT must not exceed MAX_{kind.upper()}"
                 )
 
-
     @property
     def tls(self) -> TlsFiles | None:
         """None only when plaintext was asked for explicitly."""

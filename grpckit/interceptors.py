@@ -36,8 +36,8 @@ from grpc.aio import ServicerContext
 
 from grpckit import cancellation, decoding
 from grpckit.access_log import AccessLogger
-from grpckit.budgets import CallBudgets
 from grpckit.authz import Authorization
+from grpckit.budgets import CallBudgets
 from grpckit.config import AccessLog
 from grpckit.in_flight import HEALTH_WATCH, InFlight
 from grpckit.served_by import served_by
@@ -61,10 +61,10 @@ class Calls(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # The services of a server are fixed once it starts, so each method's handler is
         # assembled once and every later call skips the lookup.
         self._handlers: dict[str, Handler] = {}
-        # Set by the server; health and reflection are never budgeted.
-        self.budgets: CallBudgets | None = None
         # Set by the server when callers have identities (TLS); every method is guarded.
         self.authorization: Authorization | None = None
+        # Set by the server; health and reflection are never budgeted.
+        self.budgets: CallBudgets | None = None
 
     async def intercept_service(
         self,
@@ -78,10 +78,10 @@ class Calls(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             found: Handler | None = await continuation(handler_call_details)
             if found is None:
                 return cast(Handler, None)
-            if self.authorization is not None:
-                found = self.authorization.applied(method, found)
             if self.budgets is not None and method.split("/")[1] in self._services:
                 found = self.budgets.applied(found)
+            if self.authorization is not None:
+                found = self.authorization.applied(method, found)
             handler = self._handlers[method] = self._assemble(method, found)
         return handler
 
