@@ -8,9 +8,14 @@ the event loop only hands finished messages out.
 A viewer that names no start frame joins the running broadcast where it is. One whose start
 frame the hub still holds in its short backlog joins it too (the backlog first, then live
 frames); any other start frame gets a hub of its own.
-A viewer that falls behind by more than its queue holds skips to the newest frame, and the
-number skipped is carried in `Video.skipped_frames`. The hub stops when its last viewer
-leaves, and always releases its capture.
+A viewer that falls behind by more than its queue holds (frames, or bytes) skips to the
+newest frame, and the number skipped is carried in `Video.skipped_frames`. The hub stops
+when its last viewer leaves, and always releases its capture.
+
+A hub is a decoder, the scarce thing here: it is taken from the server's decoder budget
+(charged to the client whose call started it) when it starts and given back when it is
+dropped; joining a running hub costs none. Backlogs and queues count against the server's
+frame buffers (soccer/buffers.py).
 """
 
 import asyncio
@@ -25,6 +30,8 @@ from typing import cast
 import cv2
 
 from api import soccer_pb2
+from grpckit.budgets import Budget
+from soccer.buffers import Buffers, MiB
 from soccer.video import (
     Encoding,
     Frame,
@@ -40,6 +47,14 @@ Format = tuple[Encoding, int]  # (encoding, JPEG quality; 0 for raw)
 
 BACKLOG_FRAMES = 30
 QUEUE_FRAMES = 15
+# While the server's frame buffers are spent: enough for a viewer that keeps up (a frame
+# being sent, one waiting), nothing for one that has stopped reading.
+SPENT_QUEUE_FRAMES = 2
+VIEWER_BYTES = 48 * MiB
+
+
+class DecodersSpent(Exception):  # noqa: N818 - a condition, not an error
+    """No decoder left for a viewer that needs a hub of its own; the message says whose."""
 
 
 @dataclass
@@ -51,6 +66,27 @@ class Published:
     # together (an overloaded server makes them all skip at once) share one copy of a frame
     # instead of making one each.
     _stamped: dict[tuple[Format, int], bytes] = field(default_factory=dict)
+
+    # Backlogs and queues holding this frame: it is counted in the frame buffers once,
+    # while any holds it, since they all hold the same bytes.
+    holders: int = 0
+
+    def size_in(self, fmt: Format) -> int:
+        return len(self.messages.get(fmt, b""))
+
+    @property
+    def size(self) -> int:
+        return sum(len(message) for message in self.messages.values())
+
+    def hold(self, buffers: Buffers) -> None:
+        if not self.holders:
+            buffers.add(self.size)
+        self.holders += 1
+
+    def release(self, buffers: Buffers) -> None:
+        self.holders -= 1
+        if not self.holders:
+            buffers.remove(self.size)
 
     def message(self, fmt: Format, skipped: int) -> bytes | None:
         """The frame's message in `fmt` telling `skipped`; None when `fmt` was not encoded."""
@@ -82,15 +118,26 @@ class Viewer:
     fmt: Format
     next_index: int
     queue_frames: int = QUEUE_FRAMES
+    buffers: Buffers = field(default_factory=lambda: Buffers(2**62))
+    # The queue's bound in bytes; the newest frame is always kept, whatever its size.
+    max_bytes: int = VIEWER_BYTES
     queue: collections.deque[Published | _End] = field(default_factory=collections.deque)
+    queued_bytes: int = 0
     skipped: int = 0
     _waiter: asyncio.Future[None] | None = None
 
     def offer(self, item: Published | _End) -> None:
-        if isinstance(item, Published) and len(self.queue) >= self.queue_frames:
-            # Real time: a viewer that fell behind skips to the newest frame.
-            self.skipped += sum(isinstance(x, Published) for x in self.queue)
-            self.queue.clear()
+        if isinstance(item, Published):
+            size = item.size_in(self.fmt)
+            frames = SPENT_QUEUE_FRAMES if self.buffers.spent else self.queue_frames
+            if len(self.queue) >= frames or (
+                self.queue and self.queued_bytes + size > self.max_bytes
+            ):
+                # Real time: a viewer that fell behind skips to the newest frame.
+                self.skipped += sum(isinstance(x, Published) for x in self.queue)
+                self.close()
+            self.queued_bytes += size
+            item.hold(self.buffers)
         self.queue.append(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -106,6 +153,9 @@ class Viewer:
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
             item = self.queue.popleft()
+            if isinstance(item, Published):
+                self.queued_bytes -= item.size_in(self.fmt)
+                item.release(self.buffers)
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
@@ -118,15 +168,37 @@ class Viewer:
             self.next_index = item.index + 1
             return message
 
+    def close(self) -> None:
+        """Empty the queue, giving its bytes back."""
+        for item in self.queue:
+            if isinstance(item, Published):
+                item.release(self.buffers)
+        self.queue.clear()
+        self.queued_bytes = 0
+
 
 class Hub:
-    def __init__(self, key: Path, start_frame: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        key: Path,
+        start_frame: int,
+        loop: asyncio.AbstractEventLoop,
+        buffers: Buffers | None = None,
+        max_bytes: int = VIEWER_BYTES,
+        owner: str = "",
+    ) -> None:
         self.key = key
         self.start_frame = start_frame
         self._loop = loop
+        self._buffers = buffers or Buffers(2**62)
+        # Bounds each viewer's queue and the backlog alike.
+        self._max_bytes = max_bytes
+        # The client identity charged for this hub's decoder.
+        self.owner = owner
         self._viewers: set[Viewer] = set()
         self._formats: collections.Counter[Format] = collections.Counter()
-        self._backlog: collections.deque[Published] = collections.deque(maxlen=BACKLOG_FRAMES)
+        self._backlog: collections.deque[Published] = collections.deque()
+        self._backlog_bytes = 0
         self.next_index = start_frame
         self.ended = False
         self._stop = threading.Event()
@@ -153,7 +225,13 @@ class Hub:
         if start_frame is None:
             start_frame = self.next_index
         # Room for the whole backlog first, so that catching up is not counted as falling behind.
-        viewer = Viewer(fmt, start_frame, max(queue_frames, len(self._backlog) + 1))
+        viewer = Viewer(
+            fmt,
+            start_frame,
+            max(queue_frames, len(self._backlog) + 1),
+            self._buffers,
+            self._max_bytes,
+        )
         for item in self._backlog:
             if item.index >= start_frame:
                 viewer.offer(item)
@@ -169,6 +247,7 @@ class Hub:
         if viewer not in self._viewers:
             return False
         self._viewers.discard(viewer)
+        viewer.close()
         self._formats[viewer.fmt] -= 1
         if self._formats[viewer.fmt] <= 0:
             del self._formats[viewer.fmt]
@@ -180,6 +259,7 @@ class Hub:
     def stop(self, error: Exception | None = None) -> None:
         self._stop.set()
         self.ended = True
+        self._trim_backlog(0)
         if error is not None:
             for viewer in self._viewers:
                 viewer.offer(_End(error))
@@ -188,10 +268,22 @@ class Hub:
         if isinstance(item, _End):
             self.ended = True
         else:
-            self._backlog.append(item)
+            if not self._stop.is_set():  # a stopped hub has given its backlog back
+                self._backlog.append(item)
+                self._backlog_bytes += item.size
+                item.hold(self._buffers)
+                self._trim_backlog(1 if self._buffers.spent else BACKLOG_FRAMES)
             self.next_index = item.index + 1
         for viewer in self._viewers:
             viewer.offer(item)
+
+    def _trim_backlog(self, frames: int) -> None:
+        """At most `frames` frames and the byte bound, the newest always kept."""
+        backlog = self._backlog
+        while len(backlog) > frames or (len(backlog) > 1 and self._backlog_bytes > self._max_bytes):
+            item = backlog.popleft()
+            self._backlog_bytes -= item.size
+            item.release(self._buffers)
 
     # --- on the hub's thread ---------------------------------------------------------------
 
@@ -232,21 +324,52 @@ class Hub:
 
 
 class Hubs:
-    """The live hubs of one server, by match."""
+    """The live hubs of one server, by match, and the budgets they draw on."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        decoders: Budget | None = None,
+        buffers: Buffers | None = None,
+        viewer_bytes: int = VIEWER_BYTES,
+    ) -> None:
         self._hubs: dict[Path, list[Hub]] = {}
+        unlimited = 2**31
+        self.decoders = decoders or Budget.of("decoders", unlimited, "DECODERS", unlimited)
+        self.buffers = buffers or Buffers(2**62)
+        self._viewer_bytes = viewer_bytes
+
+    def _joinable(self, path: Path, start_frame: int | None) -> Hub | None:
+        # The newest hub first: of the live ones it has the most of the match still to come.
+        hubs = reversed(self._hubs.get(path, ()))
+        return next((hub for hub in hubs if hub.can_join(start_frame)), None)
+
+    def refusal(self, path: Path, start_frame: int | None, client: str) -> str | None:
+        """Why `watch` would refuse now, without doing anything; None when it would not."""
+        if self._joinable(path, start_frame) is not None:
+            return None
+        return self.decoders.refusal(client)
 
     def watch(
-        self, path: Path, fmt: Format, start_frame: int | None, queue_frames: int = QUEUE_FRAMES
+        self,
+        path: Path,
+        fmt: Format,
+        start_frame: int | None,
+        queue_frames: int = QUEUE_FRAMES,
+        client: str = "",
     ) -> tuple[Hub, Viewer]:
-        """A viewer of `path` from `start_frame`, or from the live broadcast when None."""
-        hubs = self._hubs.setdefault(path, [])
-        # The newest hub first: of the live ones it has the most of the match still to come.
-        hub = next((h for h in reversed(hubs) if h.can_join(start_frame)), None)
+        """A viewer of `path` from `start_frame`, or from the live broadcast when None.
+
+        DecodersSpent when that needs a hub of its own and `client` or the server has no
+        decoder left.
+        """
+        hub = self._joinable(path, start_frame)
         if hub is None:
-            hub = Hub(path, start_frame or 0, asyncio.get_running_loop())
-            hubs.append(hub)
+            refused = self.decoders.take(client)
+            if refused is not None:
+                raise DecodersSpent(refused)
+            loop = asyncio.get_running_loop()
+            hub = Hub(path, start_frame or 0, loop, self.buffers, self._viewer_bytes, client)
+            self._hubs.setdefault(path, []).append(hub)
         return hub, hub.join(fmt, start_frame, queue_frames)
 
     def leave(self, hub: Hub, viewer: Viewer) -> None:
@@ -254,6 +377,8 @@ class Hubs:
             hubs = self._hubs.get(hub.key, [])
             if hub in hubs and not hub.viewers:
                 hubs.remove(hub)
+                hub.stop()  # gives its backlog back, if the match ended by itself
+                self.decoders.give_back(hub.owner)
             if not hubs:
                 self._hubs.pop(hub.key, None)
 

@@ -10,9 +10,12 @@ import grpc
 from grpc.aio import ServicerContext
 
 from api import soccer_pb2
+from grpckit.authz import peer_of
+from grpckit.budgets import Budget
 from grpckit.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
-from soccer.hub import Format, Hubs, HubStopped
+from soccer.buffers import Buffers, MiB, frame_bytes
+from soccer.hub import DecodersSpent, Format, Hubs, HubStopped
 from soccer.video import (
     DEFAULT_JPEG_QUALITY,
     FrameReader,
@@ -21,6 +24,7 @@ from soccer.video import (
     VideoUnreadableError,
     probe,
     resolve,
+    yield_to_real_time,
 )
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,41 @@ Context = ServicerContext[soccer_pb2.Match, soccer_pb2.Video]
 @dataclass(frozen=True)
 class SoccerSettings:
     videos_dir: Path = setting(Path("videos"), "SOCCER_VIDEOS_DIR", "where <id>.mp4 live")
+    # Sized for a 768 MiB container: a 720p decoder holds 15-20 MB (FFmpeg's frames and
+    # threads) and takes about a third of a core in real time.
+    max_decoders: int = setting(
+        8,
+        "SOCCER_MAX_DECODERS",
+        "decoders at once: broadcast hubs (joining a running one costs none) plus unpaced "
+        "viewers (one each); a viewer that needs one more gets RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    max_decoders_per_client: int = setting(
+        4,
+        "SOCCER_MAX_DECODERS_PER_CLIENT",
+        "decoders at once started by one client identity (certificate)",
+        minimum=1,
+    )
+    viewer_buffer_mib: float = setting(
+        48.0,
+        "SOCCER_VIEWER_BUFFER_MIB",
+        "MiB of frames queued for one viewer (and kept in a hub's backlog), besides the half "
+        "second a queue holds at most (0.5 s of raw 720p is 41 MB); a viewer behind by more "
+        "skips to the newest frame",
+        minimum=0,
+    )
+    buffer_mib: float = setting(
+        320.0,
+        "SOCCER_BUFFER_MIB",
+        "MiB of frames held for all viewers: backlogs, queues and a frame in flight per "
+        "stream, reserved when it starts; a stream that would exceed it gets "
+        "RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_decoders_per_client > self.max_decoders:
+            raise ValueError("SOCCER_MAX_DECODERS_PER_CLIENT must not exceed SOCCER_MAX_DECODERS")
 
 
 async def _check(request: soccer_pb2.Match, context: Context) -> None:
@@ -66,7 +105,16 @@ class Soccer(Service):
         self._videos_dir = settings.videos_dir
         # Set once shutdown begins: streams then end with a resume point instead of being cut.
         self._stopping = asyncio.Event()
-        self.hubs = Hubs()
+        self.hubs = Hubs(
+            Budget.of(
+                "soccer decoders",
+                settings.max_decoders,
+                "SOCCER_MAX_DECODERS",
+                settings.max_decoders_per_client,
+            ),
+            Buffers(int(settings.buffer_mib * MiB)),
+            int(settings.viewer_buffer_mib * MiB),
+        )
 
     async def start(self, tasks: BackgroundTasks) -> None:
         if not self._videos_dir.is_dir():
@@ -94,28 +142,64 @@ class Soccer(Service):
         await _check(request, context)
         try:
             path = resolve(self._videos_dir, request.id)
-            info = await asyncio.to_thread(probe, path)
         except InvalidMatchIdError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except MatchNotFoundError as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        start = request.start_frame if request.HasField("start_frame") else None
+        client = peer_of(context).name
+        # Before any capture is opened, even the probe's.
+        refused = self._refusal(path, start, request.unpaced, client)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        try:
+            info = await asyncio.to_thread(probe, path)
         except VideoUnreadableError as error:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
-        start = request.start_frame if request.HasField("start_frame") else None
         if start and start >= info.frame_count:
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"start_frame {request.start_frame} is past the last frame "
                 f"({info.frame_count} frames)",
             )
+        reserved = frame_bytes(info, request.encoding)
+        refused = self.hubs.buffers.reserve(reserved)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        try:
+            await self._watch(request, context, path, start, info.fps, client, reserved)
+        finally:
+            self.hubs.buffers.remove(reserved)
+
+    def _refusal(self, path: Path, start: int | None, unpaced: bool, client: str) -> str | None:
+        if self.hubs.buffers.spent:
+            return self.hubs.buffers.refusal()
+        if unpaced:
+            return self.hubs.decoders.refusal(client)
+        return self.hubs.refusal(path, start, client)
+
+    async def _watch(
+        self,
+        request: soccer_pb2.Match,
+        context: Context,
+        path: Path,
+        start: int | None,
+        fps: float,
+        client: str,
+        reserved: int,
+    ) -> None:
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         fmt = (request.encoding, quality if request.encoding == soccer_pb2.JPEG else 0)
-        stream = _Stream(context, request.max_frames, self._stopping, start or 0)
+        stream = _Stream(
+            context, request.max_frames, self._stopping, start or 0, self.hubs.buffers, reserved
+        )
         try:
             if request.unpaced:
-                await self._unpaced(stream, path, start or 0, fmt, info.fps)
+                await self._unpaced(stream, path, start or 0, fmt, fps, client)
             else:
-                await self._live(stream, path, start, fmt)
+                await self._live(stream, path, start, fmt, client)
+        except DecodersSpent as refused:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refused))
         except VideoUnreadableError as error:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
         except HubStopped:
@@ -132,8 +216,10 @@ class Soccer(Service):
                 grpc.StatusCode.DATA_LOSS, f"match {request.id!r} has no decodable frames"
             )
 
-    async def _live(self, stream: "_Stream", path: Path, start: int | None, fmt: Format) -> None:
-        hub, viewer = self.hubs.watch(path, fmt, start)
+    async def _live(
+        self, stream: "_Stream", path: Path, start: int | None, fmt: Format, client: str
+    ) -> None:
+        hub, viewer = self.hubs.watch(path, fmt, start, client=client)
         try:
             while (message := await viewer.next()) is not None:
                 if not await stream.send(viewer.next_index - 1, message):
@@ -142,11 +228,17 @@ class Soccer(Service):
             self.hubs.leave(hub, viewer)
 
     async def _unpaced(
-        self, stream: "_Stream", path: Path, start: int, fmt: Format, fps: float
+        self, stream: "_Stream", path: Path, start: int, fmt: Format, fps: float, client: str
     ) -> None:
+        refused = self.hubs.decoders.take(client)
+        if refused is not None:
+            raise DecodersSpent(refused)
         loop = asyncio.get_running_loop()
         reader = FrameReader(path)
         try:
+            # Unpaced readers decode as fast as their client reads: behind the hubs, whose
+            # viewers must get every frame on time, when the cores are busy.
+            await loop.run_in_executor(reader.thread, yield_to_real_time)
             await loop.run_in_executor(reader.thread, reader.open, start)
             for index in itertools.count(start):
                 video = await loop.run_in_executor(reader.thread, reader.next, *fmt, index, fps)
@@ -157,6 +249,7 @@ class Soccer(Service):
             # when the client cancelled mid-frame; the thread ends once it has run.
             reader.thread.submit(reader.close)
             reader.thread.shutdown(wait=False)
+            self.hubs.decoders.give_back(client)
 
 
 class _Stream:
@@ -164,9 +257,19 @@ class _Stream:
     remembers the frame to resume from."""
 
     def __init__(
-        self, context: Context, max_frames: int, stopping: asyncio.Event, next_index: int
+        self,
+        context: Context,
+        max_frames: int,
+        stopping: asyncio.Event,
+        next_index: int,
+        buffers: Buffers,
+        reserved: int,
     ) -> None:
         self._context = context
+        # gRPC holds a copy of the message being written: `reserved` bytes of it are
+        # counted for the whole stream, anything beyond while it is written.
+        self._buffers = buffers
+        self._reserved = reserved
         self._max_frames = max_frames
         self._stopping = stopping
         self.sent = 0
@@ -177,8 +280,13 @@ class _Stream:
         """Write frame `index`; False once the stream must end (shutdown, or max_frames)."""
         if self._stopping.is_set():
             return False
-        # Typed as taking a Video; the handler's identity serializer takes these bytes.
-        await self._context.write(message)  # type: ignore[arg-type]
+        excess = max(0, len(message) - self._reserved)
+        self._buffers.add(excess)
+        try:
+            # Typed as taking a Video; the handler's identity serializer takes these bytes.
+            await self._context.write(message)  # type: ignore[arg-type]
+        finally:
+            self._buffers.remove(excess)
         self.sent += 1
         self.next_index = index + 1
         return not self.complete
@@ -195,4 +303,7 @@ PROGRAM = Program(
     "The soccer match streaming gRPC server.",
     SoccerSettings,
     lambda s: [Soccer(s)],
+    # Viewers of a running broadcast are cheap (frames shared, a reservation each in
+    # SOCCER_BUFFER_MIB); the frame buffers and decoders bound the memory, not this count.
+    defaults={"max_streams": 500, "max_streams_per_client": 250},
 )

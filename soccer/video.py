@@ -4,7 +4,9 @@ Every call on a capture runs on the reader's own single thread: OpenCV captures 
 thread-safe, and the event loop must never wait on decoding or encoding.
 """
 
+import contextlib
 import functools
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +140,18 @@ def encode(
         frame_index=index,
         timestamp=index / fps,
     )
+
+
+# Below the hubs' threads, above nothing else: they still get the cores when nobody waits.
+UNPACED_NICENESS = 10
+
+
+def yield_to_real_time() -> None:
+    """Lower the calling thread's CPU priority, and that of the FFmpeg threads it starts
+    (Linux keeps a niceness per thread, and a new thread inherits it)."""
+    # Not Linux, or a sandbox that forbids it: fair shares then.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UNPACED_NICENESS)
 
 
 class FrameReader:

@@ -1,0 +1,193 @@
+"""Soccer's budgets: decoders (hubs plus unpaced readers) and frame buffers. A viewer over a
+budget is refused at once, before any decoder opens; viewers already served keep going."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import pytest
+
+from api import soccer_pb2, soccer_pb2_grpc
+from grpckit.main import load_settings
+from grpckit.server import Server, running
+from soccer.buffers import Buffers, MiB
+from soccer.hub import Published, Viewer
+from soccer.server import PROGRAM, Soccer, SoccerSettings
+from soccer.video import OpenCaptures
+from tests.conftest import Connect, client_tls, server_settings
+from tests.test_budgets import POLICY, mint_client, refused, until
+
+if TYPE_CHECKING:  # the async stub exists only in the type stubs
+    Stub: TypeAlias = soccer_pb2_grpc.SoccerAsyncStub
+
+
+def soccer_budgets(pki: Path, videos: Path, **budgets: Any) -> Any:
+    mint_client(pki, "other")
+    settings = replace(server_settings(pki, "soccer", policy=POLICY), max_streams=50)
+    return running(settings, [Soccer(SoccerSettings(videos, **budgets))])
+
+
+def stub(connect: Connect, server: Server, pki: Path, identity: str = "client") -> Stub:
+    return soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki, identity=identity)))
+
+
+def decoders(server: Server) -> int:
+    service = server.services[0]
+    assert isinstance(service, Soccer)
+    return service.hubs.decoders.total.in_use
+
+
+def unpaced(match: str = "small", **fields: Any) -> soccer_pb2.Match:
+    return soccer_pb2.Match(id=match, unpaced=True, encoding=soccer_pb2.JPEG, **fields)
+
+
+@pytest.fixture
+async def one_decoder(pki: Path, videos: Path) -> AsyncIterator[Server]:
+    async with soccer_budgets(pki, videos, max_decoders=1, max_decoders_per_client=1) as server:
+        yield server
+
+
+async def test_no_decoder_left_is_refused_before_one_opens_and_cancel_gives_it_back(
+    one_decoder: Server, connect: Connect, pki: Path
+) -> None:
+    soccer = stub(connect, one_decoder, pki)
+    first = soccer.Watch(unpaced(), timeout=60)
+    await first.read()  # then stops reading: its decoder stays taken
+    assert (decoders(one_decoder), OpenCaptures.count) == (1, 1)
+    expected = "soccer decoders of client 'client': 1 of 1 in use (SOCCER_MAX_DECODERS_PER_CLIENT)"
+    for match in (unpaced(), soccer_pb2.Match(id="small")):  # unpaced, and a hub of its own
+        assert await refused(soccer.Watch(match, timeout=30).read()) == expected
+    assert OpenCaptures.count == 1
+    first.cancel()
+    await until(lambda: decoders(one_decoder) == 0 and OpenCaptures.count == 0)
+    frames = [v async for v in soccer.Watch(unpaced(max_frames=3), timeout=60)]
+    assert len(frames) == 3
+    await until(lambda: decoders(one_decoder) == 0)
+
+
+async def test_joining_a_running_broadcast_costs_no_decoder(
+    one_decoder: Server, connect: Connect, pki: Path
+) -> None:
+    soccer = stub(connect, one_decoder, pki)
+    live = soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG)
+    first = soccer.Watch(live, timeout=60)
+    await first.read()
+    others = [soccer.Watch(live, timeout=60) for _ in range(3)]
+    for other in others:
+        await other.read()
+    assert decoders(one_decoder) == 1
+    for call in (first, *others):
+        call.cancel()
+    await until(lambda: decoders(one_decoder) == 0 and OpenCaptures.count == 0)
+
+
+async def test_a_second_identity_gets_a_decoder_a_greedy_one_cannot(
+    pki: Path, videos: Path, connect: Connect
+) -> None:
+    async with soccer_budgets(pki, videos, max_decoders=3, max_decoders_per_client=2) as server:
+        greedy, second = stub(connect, server, pki), stub(connect, server, pki, "other")
+        taken = [greedy.Watch(unpaced(), timeout=60) for _ in range(2)]
+        for call in taken:
+            await call.read()
+        assert "SOCCER_MAX_DECODERS_PER_CLIENT" in await refused(
+            greedy.Watch(unpaced(), timeout=30).read()
+        )
+        mine = second.Watch(unpaced(), timeout=60)
+        await mine.read()
+        # The server's budget is spent now: everyone is told so.
+        assert await refused(second.Watch(unpaced(), timeout=30).read()) == (
+            "soccer decoders: 3 of 3 in use (SOCCER_MAX_DECODERS)"
+        )
+        for call in (*taken, mine):
+            call.cancel()
+        await until(lambda: decoders(server) == 0 and OpenCaptures.count == 0)
+
+
+async def test_a_viewer_already_served_keeps_every_frame_while_the_excess_is_refused(
+    pki: Path, videos: Path, connect: Connect
+) -> None:
+    async with soccer_budgets(pki, videos, max_decoders=1, max_decoders_per_client=1) as server:
+        viewer = stub(connect, server, pki, "other")
+        flood = stub(connect, server, pki)
+        live = soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG)
+        watching = viewer.Watch(live, timeout=60).__aiter__()
+        frames = [await anext(watching)]
+        excess = await asyncio.gather(
+            *(refused(flood.Watch(unpaced(start_frame=n), timeout=30).read()) for n in range(20))
+        )
+        assert all("(SOCCER_MAX_DECODERS)" in details for details in excess)
+        frames += [v async for v in watching]
+        indexes = [v.frame_index for v in frames]
+        assert indexes == list(range(indexes[0], 30))
+        assert all(v.skipped_frames == 0 for v in frames)
+
+
+async def test_frame_buffers_refuse_a_stream_they_cannot_hold_and_are_all_given_back(
+    pki: Path, videos: Path, connect: Connect
+) -> None:
+    # 1 MiB holds a few JPEG frames of `small` but not one raw 720p frame of `demo` (2.6 MiB).
+    async with soccer_budgets(pki, videos, buffer_mib=1) as server:
+        soccer = stub(connect, server, pki)
+        details = await refused(soccer.Watch(soccer_pb2.Match(id="demo"), timeout=30).read())
+        assert details.startswith("soccer frame buffers: ")
+        assert details.endswith(" of 1 MiB in use (SOCCER_BUFFER_MIB)")
+        assert OpenCaptures.count == 0
+        live = soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG)
+        watched = await asyncio.gather(
+            *(_frames(soccer, live) for _ in range(3)), _frames(soccer, unpaced())
+        )
+        assert all(len(frames) >= 1 for frames in watched)
+        service = server.services[0]
+        assert isinstance(service, Soccer)
+        await until(lambda: service.hubs.buffers.used == 0 and decoders(server) == 0)
+
+
+async def _frames(soccer: Stub, match: soccer_pb2.Match) -> list[soccer_pb2.Video]:
+    return [v async for v in soccer.Watch(match, timeout=60)]
+
+
+def published(index: int, size: int) -> Published:
+    return Published(index, {(soccer_pb2.JPEG, 80): b"x" * size})
+
+
+async def test_a_viewers_queue_is_bounded_in_bytes_and_shared_frames_count_once() -> None:
+    buffers = Buffers(100 * MiB)
+    fmt = (soccer_pb2.JPEG, 80)
+    viewers = [Viewer(fmt, 0, queue_frames=15, buffers=buffers, max_bytes=MiB) for _ in range(2)]
+    frames = [published(index, 400 * 1024) for index in range(4)]
+    for frame in frames[:2]:
+        for viewer in viewers:
+            viewer.offer(frame)
+    assert buffers.used == 800 * 1024  # two frames held by two queues: counted once each
+    for viewer in viewers:
+        viewer.offer(frames[2])  # 1.2 MiB would not fit: the viewer skips to the newest
+    assert [len(v.queue) for v in viewers] == [1, 1]
+    assert buffers.used == 400 * 1024
+    assert all(v.skipped == 2 for v in viewers)
+    for viewer in viewers:
+        viewer.close()
+    assert buffers.used == 0
+
+
+async def test_while_the_buffers_are_spent_a_viewer_keeps_only_the_newest_frames() -> None:
+    buffers = Buffers(MiB)
+    viewer = Viewer((soccer_pb2.JPEG, 80), 0, queue_frames=15, buffers=buffers, max_bytes=MiB)
+    buffers.add(MiB)  # say, frames in flight to stalled viewers
+    for index in range(5):
+        viewer.offer(published(index, 1024))
+    assert len(viewer.queue) <= 2
+
+
+def test_decoders_per_client_cannot_exceed_the_servers(videos: Path) -> None:
+    with pytest.raises(ValueError, match="SOCCER_MAX_DECODERS_PER_CLIENT"):
+        SoccerSettings(videos, max_decoders=1, max_decoders_per_client=2)
+
+
+def test_soccer_sizes_its_stream_budget_for_its_viewers() -> None:
+    server, own = load_settings(PROGRAM, [])
+    assert (server.max_streams, server.max_streams_per_client) == (500, 250)
+    assert (own.max_decoders, own.max_decoders_per_client) == (8, 4)
