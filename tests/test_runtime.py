@@ -510,8 +510,9 @@ def test_help_documents_every_setting_and_its_variable() -> None:
     for service, variables in {
         "cheese": ["CHEESE_PREP_SECONDS"],
         "movie": ["MOVIE_CATALOGUE", "MOVIE_RELOAD_SECONDS"],
-        "soccer": ["SOCCER_VIDEOS_DIR"],
-    }.items():
+        "soccer": ["SOCCER_VIDEOS_DIR", "SOCCER_MAX_DECODERS", "SOCCER_MAX_DECODERS_PER_CLIENT",
+                   "SOCCER_VIEWER_BUFFER_MIB", "SOCCER_BUFFER_MIB"],
+    }.items():  # fmt: skip
         result = subprocess.run(
             [sys.executable, "-m", service, "--help"],
             cwd=ROOT,
@@ -523,7 +524,8 @@ def test_help_documents_every_setting_and_its_variable() -> None:
         for variable in ["HOST", "PORT", "TLS_CERT", "TLS_KEY", "TLS_CA", "INSECURE",
                          "SHUTDOWN_GRACE", "SHUTDOWN_DRAIN", "LOG_LEVEL", "ACCESS_LOG",
                          "WORKERS", "HEALTH_PORT", "REPLICA_NAME", "MAX_CONNECTION_AGE", "EVENT_LOOP",
-                         *variables]:  # fmt: skip
+                         "HANDSHAKE_TIMEOUT", "MAX_CALLS", "MAX_CALLS_PER_CLIENT", "MAX_STREAMS",
+                         "MAX_STREAMS_PER_CLIENT", *variables]:  # fmt: skip
             assert f"[env {variable}]" in result.stdout, (service, variable)
 
 

@@ -45,6 +45,21 @@ def unpaced(match: str = "small", **fields: Any) -> soccer_pb2.Match:
     return soccer_pb2.Match(id=match, unpaced=True, encoding=soccer_pb2.JPEG, **fields)
 
 
+async def started(soccer: Stub, match: soccer_pb2.Match, count: int = 1) -> list[Any]:
+    """`count` viewers that got their first frame (and read no more unless told)."""
+    calls = [soccer.Watch(match, timeout=60) for _ in range(count)]
+    for call in calls:
+        await call.read()
+    return calls
+
+
+async def ended(server: Server, calls: list[Any]) -> None:
+    """Cancel `calls`; every decoder and capture comes back."""
+    for call in calls:
+        call.cancel()
+    await until(lambda: decoders(server) == 0 and OpenCaptures.count == 0)
+
+
 @pytest.fixture
 async def one_decoder(pki: Path, videos: Path) -> AsyncIterator[Server]:
     async with soccer_budgets(pki, videos, max_decoders=1, max_decoders_per_client=1) as server:
@@ -55,15 +70,13 @@ async def test_no_decoder_left_is_refused_before_one_opens_and_cancel_gives_it_b
     one_decoder: Server, connect: Connect, pki: Path
 ) -> None:
     soccer = stub(connect, one_decoder, pki)
-    first = soccer.Watch(unpaced(), timeout=60)
-    await first.read()  # then stops reading: its decoder stays taken
+    first = await started(soccer, unpaced())  # then stops reading: its decoder stays taken
     assert (decoders(one_decoder), OpenCaptures.count) == (1, 1)
     expected = "soccer decoders of client 'client': 1 of 1 in use (SOCCER_MAX_DECODERS_PER_CLIENT)"
     for match in (unpaced(), soccer_pb2.Match(id="small")):  # unpaced, and a hub of its own
         assert await refused(soccer.Watch(match, timeout=30).read()) == expected
     assert OpenCaptures.count == 1
-    first.cancel()
-    await until(lambda: decoders(one_decoder) == 0 and OpenCaptures.count == 0)
+    await ended(one_decoder, first)
     frames = [v async for v in soccer.Watch(unpaced(max_frames=3), timeout=60)]
     assert len(frames) == 3
     await until(lambda: decoders(one_decoder) == 0)
@@ -74,15 +87,9 @@ async def test_joining_a_running_broadcast_costs_no_decoder(
 ) -> None:
     soccer = stub(connect, one_decoder, pki)
     live = soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG)
-    first = soccer.Watch(live, timeout=60)
-    await first.read()
-    others = [soccer.Watch(live, timeout=60) for _ in range(3)]
-    for other in others:
-        await other.read()
+    viewers = await started(soccer, live, 4)
     assert decoders(one_decoder) == 1
-    for call in (first, *others):
-        call.cancel()
-    await until(lambda: decoders(one_decoder) == 0 and OpenCaptures.count == 0)
+    await ended(one_decoder, viewers)
 
 
 async def test_a_second_identity_gets_a_decoder_a_greedy_one_cannot(
@@ -90,21 +97,16 @@ async def test_a_second_identity_gets_a_decoder_a_greedy_one_cannot(
 ) -> None:
     async with soccer_budgets(pki, videos, max_decoders=3, max_decoders_per_client=2) as server:
         greedy, second = stub(connect, server, pki), stub(connect, server, pki, "other")
-        taken = [greedy.Watch(unpaced(), timeout=60) for _ in range(2)]
-        for call in taken:
-            await call.read()
+        taken = await started(greedy, unpaced(), 2)
         assert "SOCCER_MAX_DECODERS_PER_CLIENT" in await refused(
             greedy.Watch(unpaced(), timeout=30).read()
         )
-        mine = second.Watch(unpaced(), timeout=60)
-        await mine.read()
+        taken += await started(second, unpaced())
         # The server's budget is spent now: everyone is told so.
         assert await refused(second.Watch(unpaced(), timeout=30).read()) == (
             "soccer decoders: 3 of 3 in use (SOCCER_MAX_DECODERS)"
         )
-        for call in (*taken, mine):
-            call.cancel()
-        await until(lambda: decoders(server) == 0 and OpenCaptures.count == 0)
+        await ended(server, taken)
 
 
 async def test_a_viewer_already_served_keeps_every_frame_while_the_excess_is_refused(
