@@ -68,8 +68,10 @@ class Published:
     _stamped: dict[tuple[Format, int], bytes] = field(default_factory=dict)
 
     # Backlogs and queues holding this frame: it is counted in the frame buffers once,
-    # while any holds it, since they all hold the same bytes.
+    # while any holds it, since they all hold the same bytes; stamped copies with it.
     holders: int = 0
+    _stamped_bytes: int = 0
+    _buffers: Buffers | None = None
 
     def size_in(self, fmt: Format) -> int:
         return len(self.messages.get(fmt, b""))
@@ -80,13 +82,14 @@ class Published:
 
     def hold(self, buffers: Buffers) -> None:
         if not self.holders:
-            buffers.add(self.size)
+            self._buffers = buffers
+            buffers.add(self.size + self._stamped_bytes)
         self.holders += 1
 
     def release(self, buffers: Buffers) -> None:
         self.holders -= 1
         if not self.holders:
-            buffers.remove(self.size)
+            buffers.remove(self.size + self._stamped_bytes)
 
     def message(self, fmt: Format, skipped: int) -> bytes | None:
         """The frame's message in `fmt` telling `skipped`; None when `fmt` was not encoded."""
@@ -99,6 +102,9 @@ class Published:
             # Concatenated messages merge: this sets one field on the shared bytes.
             stamp = soccer_pb2.Video(skipped_frames=skipped).SerializeToString()
             stamped = self._stamped[key] = message + stamp
+            self._stamped_bytes += len(stamped)
+            if self.holders and self._buffers is not None:
+                self._buffers.add(len(stamped))
         return stamped
 
 

@@ -14,7 +14,7 @@ from grpckit.authz import peer_of
 from grpckit.budgets import Budget
 from grpckit.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
-from soccer.buffers import Buffers, MiB, frame_bytes
+from soccer.buffers import IN_FLIGHT_MESSAGES, Buffers, MiB, frame_bytes
 from soccer.hub import DecodersSpent, Format, Hubs, HubStopped
 from soccer.video import (
     DEFAULT_JPEG_QUALITY,
@@ -162,14 +162,14 @@ class Soccer(Service):
                 f"start_frame {request.start_frame} is past the last frame "
                 f"({info.frame_count} frames)",
             )
-        reserved = frame_bytes(info, request.encoding)
-        refused = self.hubs.buffers.reserve(reserved)
+        frame = frame_bytes(info, request.encoding)
+        refused = self.hubs.buffers.reserve(frame * IN_FLIGHT_MESSAGES)
         if refused is not None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         try:
-            await self._watch(request, context, path, start, info.fps, client, reserved)
+            await self._watch(request, context, path, start, info.fps, client, frame)
         finally:
-            self.hubs.buffers.remove(reserved)
+            self.hubs.buffers.remove(frame * IN_FLIGHT_MESSAGES)
 
     def _refusal(self, path: Path, start: int | None, unpaced: bool, client: str) -> str | None:
         if self.hubs.buffers.spent:
@@ -186,12 +186,12 @@ class Soccer(Service):
         start: int | None,
         fps: float,
         client: str,
-        reserved: int,
+        frame: int,
     ) -> None:
         quality = request.jpeg_quality or DEFAULT_JPEG_QUALITY
         fmt = (request.encoding, quality if request.encoding == soccer_pb2.JPEG else 0)
         stream = _Stream(
-            context, request.max_frames, self._stopping, start or 0, self.hubs.buffers, reserved
+            context, request.max_frames, self._stopping, start or 0, self.hubs.buffers, frame
         )
         try:
             if request.unpaced:
@@ -263,13 +263,13 @@ class _Stream:
         stopping: asyncio.Event,
         next_index: int,
         buffers: Buffers,
-        reserved: int,
+        frame: int,
     ) -> None:
         self._context = context
-        # gRPC holds a copy of the message being written: `reserved` bytes of it are
-        # counted for the whole stream, anything beyond while it is written.
+        # What gRPC holds of this stream is reserved for its whole life, as messages of
+        # `frame` bytes (soccer/buffers.py); anything beyond is counted while it is written.
         self._buffers = buffers
-        self._reserved = reserved
+        self._frame = frame
         self._max_frames = max_frames
         self._stopping = stopping
         self.sent = 0
@@ -280,7 +280,7 @@ class _Stream:
         """Write frame `index`; False once the stream must end (shutdown, or max_frames)."""
         if self._stopping.is_set():
             return False
-        excess = max(0, len(message) - self._reserved)
+        excess = max(0, len(message) - self._frame) * IN_FLIGHT_MESSAGES
         self._buffers.add(excess)
         try:
             # Typed as taking a Video; the handler's identity serializer takes these bytes.
