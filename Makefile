@@ -133,6 +133,12 @@ chaos: venv base-image ## kill, stop and corrupt under load (prints recovery tim
 	MOVIE_DATA_DIR="$$scratch" scripts/stack-test.sh -m chaos tests/chaos -s
 
 # Floods of stalled streams and connections while legitimate clients keep going (issue 12).
+# The legitimate clients have an identity of their own, `viewer`, which the run's policies
+# (tests/stress/policies.py, a scratch folder) allow next to `client`; tests/stress/compose.yml
+# points the servers at them.
 .PHONY: stress
 stress: venv base-image ## hostile floods with a legitimate viewer and caller alongside (prints figures)
-	scripts/stack-test.sh -m stress tests/stress -s
+	scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; chmod 755 "$$scratch"; \
+	$(BIN)/python -m tests.stress.policies "$$scratch"; \
+	STRESS_AUTHZ_DIR="$$scratch" COMPOSE_FILE=docker-compose.yml:tests/stress/compose.yml \
+		scripts/stack-test.sh -m stress tests/stress -s

@@ -3,23 +3,21 @@ the legitimate clients that must keep being served while the floods run."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
-from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
 from grpckit.channel import ClientTls
 from grpckit.options import CHANNEL_OPTIONS
 from grpckit.tls import channel_credentials
-from tests.chaos.conftest import MARTIAN, target
+from tests.chaos.conftest import target
 from tests.conftest import ROOT
 from tests.e2e.test_compose import compose
 
@@ -69,8 +67,13 @@ def states() -> dict[str, State]:
 
 
 def memory_mib() -> dict[str, float]:
-    """What `docker stats` calls the containers' memory use (page cache excluded), one call
-    for all three: about a second, so it is also the sampling period of MemoryWatch."""
+    return {service: used for service, (used, _) in usage().items()}
+
+
+def usage() -> dict[str, tuple[float, int]]:
+    """What `docker stats` calls the containers' memory use (page cache excluded) and their
+    process count, one call for all three: about a second, so it is also the sampling
+    period of MemoryWatch."""
     ids = {container(service): service for service in SERVERS}
     out = subprocess.run(
         ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
@@ -82,22 +85,26 @@ def memory_mib() -> dict[str, float]:
         [service] = [s for short, s in ids.items() if stats["ID"].startswith(short[:12])]
         used = stats["MemUsage"].split("/")[0].strip()
         number, unit = float(used.rstrip("KMGiB")), used.lstrip("0123456789.")
-        found[service] = number * {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "B": 1 / MiB}[unit]
+        scale = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "B": 1 / MiB}[unit]
+        found[service] = (number * scale, int(stats["PIDs"]))
     return found
 
 
 class MemoryWatch:
-    """Samples every server's memory on a thread until stopped; keeps the peak of each."""
+    """Samples every server's memory and process count (threads included) on a thread until
+    stopped; keeps the peak of each."""
 
     def __init__(self) -> None:
         self.peak: dict[str, float] = dict.fromkeys(SERVERS, 0.0)
+        self.peak_pids: dict[str, int] = dict.fromkeys(SERVERS, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for service, used in memory_mib().items():
+            for service, (used, pids) in usage().items():
                 self.peak[service] = max(self.peak[service], used)
+                self.peak_pids[service] = max(self.peak_pids[service], pids)
 
     def __enter__(self) -> MemoryWatch:
         self._thread.start()
@@ -150,101 +157,59 @@ def own_channel(service: str, tls: ClientTls = FLOOD_TLS) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target(service), credentials, options=options)
 
 
-# ---- The legitimate clients -----------------------------------------------------------------
+# ---- The legitimate clients (tests/stress/legitimate.py) ---------------------------------
 
 
 @dataclass
-class Viewer:
-    """Watches the demo match in real time (JPEG) again and again; each whole stream's frames
-    per second is recorded. A viewer that falls behind loses frames, so its rate drops."""
+class Served:
+    """What the legitimate clients saw, judged over the flood's window only."""
 
-    stub: soccer_pb2_grpc.SoccerAsyncStub
-    rates: list[float] = field(default_factory=list)
-    frames: int = 0
-    skipped: int = 0
-    errors: list[str] = field(default_factory=list)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    window: tuple[float, float]
+    # (started, ended, frames per second, frames skipped) of each whole stream watched.
+    streams: list[tuple[float, float, float, int]]
+    viewer_errors: list[str]
+    # (started, seconds) of each unary call that succeeded, per service.
+    calls: dict[str, list[tuple[float, float]]]
+    call_errors: dict[str, list[str]]
 
-    async def run(self) -> None:
-        while not self.stop.is_set():
-            call = self.stub.Watch(soccer_pb2.Match(id="demo", encoding=soccer_pb2.JPEG))
-            started, frames, whole = time.monotonic(), 0, True
-            try:
-                async for video in call:
-                    frames += 1
-                    self.frames += 1
-                    self.skipped += video.skipped_frames
-                    if self.stop.is_set():
-                        whole = False
-                        call.cancel()
-                        break
-            except grpc.aio.AioRpcError as error:
-                self.errors.append(f"{error.code().name}: {error.details()}")
-                continue
-            # The first frame leaves at once and the last 1/30 s before the end: intervals.
-            if whole and frames > 30:
-                self.rates.append((frames - 1) / (time.monotonic() - started))
-
-
-@dataclass
-class Caller:
-    """Unary calls at a steady rate; every latency is kept, every failure is an error."""
-
-    service: str
-    channel: grpc.aio.Channel
-    rate: float
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def _call(self) -> None:
-        started = time.monotonic()
-        try:
-            if self.service == "cheese":
-                await cheese_pb2_grpc.CheeseServiceStub(self.channel).Order(
-                    cheese_pb2.CheeseRequest(), timeout=10
-                )
-            else:
-                await movie_pb2_grpc.MovieStub(self.channel).GetMovieByID(
-                    movie_pb2.MovieID(id=MARTIAN), timeout=10
-                )
-            self.latencies.append(time.monotonic() - started)
-        except grpc.aio.AioRpcError as error:
-            self.errors.append(f"{error.code().name}: {error.details()}")
-
-    async def run(self) -> None:
-        # Calls start on the clock, not after the previous answer: a slow server shows up as
-        # latency rather than as a lower rate.
-        loop = asyncio.get_running_loop()
-        pending: set[asyncio.Task[None]] = set()
-        next_call = loop.time()
-        while not self.stop.is_set():
-            task = asyncio.create_task(self._call())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            next_call += 1 / self.rate
-            await asyncio.sleep(max(0.0, next_call - loop.time()))
-        await asyncio.gather(*pending)
+    @classmethod
+    def parse(cls, window: tuple[float, float], line: str) -> Served:
+        seen = json.loads(line)
+        return cls(
+            window,
+            [(s, e, fps, skipped) for s, e, fps, skipped in seen["streams"]],
+            seen["viewer_errors"],
+            {name: [(s, d) for s, d in calls] for name, calls in seen["calls"].items()},
+            seen["call_errors"],
+        )
 
     @property
-    def p99(self) -> float:
-        return statistics.quantiles(self.latencies, n=100)[98]
+    def rates(self) -> list[float]:
+        """Frames per second of every whole stream that overlapped the flood."""
+        start, end = self.window
+        return [fps for s, e, fps, _ in self.streams if s <= end and e >= start]
 
+    @property
+    def skipped(self) -> int:
+        start, end = self.window
+        return sum(skipped for s, e, _, skipped in self.streams if s <= end and e >= start)
 
-@dataclass
-class Legitimate:
-    viewer: Viewer
-    callers: list[Caller]
+    def p99(self, service: str) -> float:
+        """Of the calls started while the flood ran."""
+        start, end = self.window
+        during = [d for s, d in self.calls[service] if start <= s <= end]
+        return statistics.quantiles(during, n=100)[98] if len(during) > 1 else float("nan")
 
     def figures(self) -> dict[str, object]:
+        start, end = self.window
         return {
-            "viewer_streams": len(self.viewer.rates),
-            "viewer_worst_fps": round(min(self.viewer.rates), 2) if self.viewer.rates else None,
-            "viewer_skipped": self.viewer.skipped,
-            "viewer_errors": self.viewer.errors[:3],
-            "p99_ms": {c.service: round(c.p99 * 1000, 1) for c in self.callers},
-            "calls": {c.service: len(c.latencies) for c in self.callers},
-            "call_errors": {c.service: c.errors[:3] for c in self.callers},
+            "viewer_streams": len(self.rates),
+            "viewer_worst_fps": round(min(self.rates), 2) if self.rates else None,
+            "viewer_skipped": self.skipped,
+            "viewer_errors": self.viewer_errors[:3],
+            "p99_ms": {s: round(self.p99(s) * 1000, 1) for s in self.calls},
+            "calls": {s: sum(start <= t <= end for t, _ in c) for s, c in self.calls.items()},
+            "call_errors": {s: e[:3] for s, e in self.call_errors.items()},
         }
 
 
@@ -252,5 +217,6 @@ class Legitimate:
 def baseline() -> dict[str, float]:
     """Each server's memory before any flood, after the smoke (every RPC, a match watched) so
     that what every server allocates once and keeps is in it."""
-    compose("--profile", "tools", "run", "--rm", "client", "smoke", timeout=120)
+    # --no-deps: compose must not recreate the servers it runs against.
+    compose("--profile", "tools", "run", "--rm", "--no-deps", "client", "smoke", timeout=120)
     return memory_mib()

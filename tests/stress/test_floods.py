@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,15 +23,14 @@ import pytest
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
 from client.common import PORTS
-from grpckit.channel import ClientTls, open_channel
-from tests.chaos.conftest import MARTIAN, target
+from grpckit.channel import ClientTls
+from tests.chaos.conftest import MARTIAN
+from tests.conftest import ROOT
 from tests.stress.conftest import (
     SERVERS,
-    Caller,
-    Legitimate,
     MemoryWatch,
+    Served,
     State,
-    Viewer,
     memory_mib,
     own_channel,
     report,
@@ -112,29 +112,36 @@ async def settled(baseline: dict[str, float]) -> tuple[dict[str, float], float]:
         await asyncio.sleep(1)
 
 
-@asynccontextmanager
-async def legitimate(tls: ClientTls) -> AsyncIterator[Legitimate]:
-    """A real-time viewer and unary callers on cheese (20/s) and movie (50/s), on
-    connections opened before the flood, running until the block ends."""
-    channels = {name: open_channel(target(name), tls) for name in SERVERS}
-    clients = Legitimate(
-        Viewer(soccer_pb2_grpc.SoccerStub(channels["soccer"])),
-        [Caller("cheese", channels["cheese"], 20.0), Caller("movie", channels["movie"], 50.0)],
-    )
-    everyone: list[Viewer | Caller] = [clients.viewer, *clients.callers]
-    running = [asyncio.create_task(client.run()) for client in everyone]
-    try:
-        deadline = time.monotonic() + 30
-        while not (clients.viewer.frames and all(c.latencies for c in clients.callers)):
-            assert time.monotonic() < deadline, "the legitimate clients never got served"
-            await asyncio.sleep(0.1)
-        yield clients
-    finally:
-        for client in everyone:
-            client.stop.set()
-        await asyncio.gather(*running)
-        for channel in channels.values():
-            await channel.close(None)
+class Legitimate:
+    """The legitimate clients' process (tests/stress/legitimate.py), served before the
+    flood starts; `finish` hands it the flood's window and collects what it saw."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, tls: ClientTls) -> AsyncIterator[Legitimate]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.stress.legitimate", str(tls.ca), str(tls.cert),
+            str(tls.key), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            ready = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert ready == b"ready\n", f"the legitimate clients were never served: {ready!r}"
+            yield cls(process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    async def finish(self, window: tuple[float, float]) -> Served:
+        out, _ = await asyncio.wait_for(
+            self.process.communicate(f"stop {window[0]} {window[1]}\n".encode()), timeout=90
+        )
+        assert self.process.returncode == 0, out
+        return Served.parse(window, out.decode())
 
 
 Flood = Callable[[], Awaitable[dict[str, object]]]
@@ -145,15 +152,17 @@ async def under_flood(name: str, flood: Flood, baseline: dict[str, float], tls: 
     everything issue 12 asks after any flood (each test then checks its flood's own)."""
     before = await asyncio.to_thread(states)
     with MemoryWatch() as memory:
-        async with legitimate(tls) as clients:
+        async with Legitimate.running(tls) as legitimate:
+            started = time.monotonic()
             figures = await flood()
+            served = await legitimate.finish((started, time.monotonic()))
     used, settle_seconds = await settled(baseline)
     after = await asyncio.to_thread(states)
     alive = await ports_alive(tls)
     report(
         name,
         **figures,
-        **clients.figures(),
+        **served.figures(),
         memory_mib={
             s: {
                 "baseline": round(baseline[s], 1),
@@ -162,24 +171,25 @@ async def under_flood(name: str, flood: Flood, baseline: dict[str, float], tls: 
             }
             for s in SERVERS
         },
+        peak_pids=memory.peak_pids,
         settle_seconds=round(settle_seconds, 1),
         restarts={s: after[s].restarts - before[s].restarts for s in SERVERS},
         oom_killed={s: after[s].oom_killed for s in SERVERS},
         ports=alive,
     )
-    check_served(clients)
+    check_served(served)
     check_containers(before, after)
     assert all(near(used[s], baseline[s]) for s in SERVERS), (used, baseline)
     assert alive == dict.fromkeys(SERVERS, "OK")
 
 
-def check_served(clients: Legitimate) -> None:
-    assert clients.viewer.errors == []
-    assert clients.viewer.rates, "no whole stream watched during the flood"
-    assert min(clients.viewer.rates) >= MIN_FPS, clients.viewer.rates
-    for caller in clients.callers:
-        assert caller.errors == [], caller.errors[:5]
-        assert caller.p99 <= P99_BOUND[caller.service], (caller.service, caller.p99)
+def check_served(served: Served) -> None:
+    assert served.viewer_errors == []
+    assert served.rates, "no whole stream watched during the flood"
+    assert min(served.rates) >= MIN_FPS, served.rates
+    for service, bound in P99_BOUND.items():
+        assert served.call_errors[service] == [], served.call_errors[service][:5]
+        assert served.p99(service) <= bound, (service, served.p99(service))
 
 
 def check_containers(before: dict[str, State], after: dict[str, State]) -> None:
