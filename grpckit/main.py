@@ -66,6 +66,12 @@ def main(program: Program[Any], argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(program: Program[S], settings: ServerSettings, own: S) -> int:
+    # Handlers first: a signal that arrives while the services start (or just after
+    # "serving" is logged) must stop the server gracefully, not kill the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, stop)
     try:
         server = Server(settings, program.services(own))
         await server.start()
@@ -75,10 +81,6 @@ async def _serve(program: Program[S], settings: ServerSettings, own: S) -> int:
     except Exception as error:
         log.critical("cannot start", extra={"error": repr(error)}, exc_info=True)
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_signal, signum, stop)
     await stop.wait()
     await server.stop()
     log.info("stopped")
