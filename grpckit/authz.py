@@ -27,24 +27,23 @@ the decision for a certificate is remembered per method unless the rules read he
 """
 
 import asyncio
-import inspect
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias, cast
+from typing import Any
 
 import grpc
 from grpc.aio import ServicerContext
+
+from grpckit.guards import Handler, guarded
 
 log = logging.getLogger(__name__)
 
 Context = ServicerContext[Any, Any]
 Match = Callable[[str], bool]
-Behaviour = Callable[..., Any]
-# Generic only in grpc-stubs, so the alias must stay a string at run time.
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 # The C-core and Go translators refuse these keys: they are not the caller's to set.
 _UNSUPPORTED_HEADERS = frozenset(
@@ -325,31 +324,7 @@ class Authorization:
 
     def applied(self, method: str, handler: Handler) -> Handler:
         """`handler`, whose behaviour runs only for callers the policy allows."""
-        kind = ("stream" if handler.request_streaming else "unary") + (
-            "_stream" if handler.response_streaming else "_unary"
-        )
-        behaviour: Behaviour = getattr(handler, kind)
-        # A named tuple in grpcio; the stubs do not say so.
-        return cast(Handler, handler._replace(**{kind: self._checked(method, behaviour)}))  # type: ignore[attr-defined]
-
-    def _checked(self, method: str, behaviour: Behaviour) -> Behaviour:
-        # The same kind of callable as `behaviour`: the interceptor drives async generators
-        # and coroutines differently.
-        check = self.check
-        if inspect.isasyncgenfunction(behaviour):
-
-            async def generated(request: Any, context: Context) -> AsyncIterator[Any]:
-                await check(method, context)
-                async for response in behaviour(request, context):
-                    yield response
-
-            return generated
-
-        async def awaited(request: Any, context: Context) -> Any:
-            await check(method, context)
-            return await behaviour(request, context)
-
-        return awaited
+        return guarded(handler, functools.partial(self.check, method))
 
 
 # How often a policy file is checked for changes: a stat, so cheap; a changed policy

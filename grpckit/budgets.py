@@ -16,20 +16,13 @@ has done no work; what it took is given back however it ends (done, error, cance
 deadline).
 """
 
-import inspect
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, cast
 
 import grpc
-from grpc.aio import ServicerContext
 
 from grpckit.authz import peer_of
 from grpckit.config import ServerSettings
-
-Behaviour = Callable[..., Any]
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Context = ServicerContext[Any, Any]
+from grpckit.guards import Context, Handler, guarded
 
 
 @dataclass
@@ -144,34 +137,4 @@ class CallBudgets:
         """`handler` with its behaviour admitted first, then given back when it ends."""
         streaming = handler.request_streaming or handler.response_streaming
         budget = self.streams if streaming else self.calls
-        kind = ("stream" if handler.request_streaming else "unary") + (
-            "_stream" if handler.response_streaming else "_unary"
-        )
-        behaviour: Behaviour = getattr(handler, kind)
-        # A named tuple in grpcio; the stubs do not say so.
-        return cast(Handler, handler._replace(**{kind: _admitted(budget, behaviour)}))  # type: ignore[attr-defined]
-
-
-def _admitted(budget: Budget, behaviour: Behaviour) -> Behaviour:
-    # The same kind of callable as `behaviour`: the interceptor drives async generators and
-    # coroutines differently.
-    if inspect.isasyncgenfunction(behaviour):
-
-        async def generated(request: Any, context: Context) -> AsyncIterator[Any]:
-            identity = await budget.enter(context)
-            try:
-                async for response in behaviour(request, context):
-                    yield response
-            finally:
-                budget.give_back(identity)
-
-        return generated
-
-    async def awaited(request: Any, context: Context) -> Any:
-        identity = await budget.enter(context)
-        try:
-            return await behaviour(request, context)
-        finally:
-            budget.give_back(identity)
-
-    return awaited
+        return guarded(handler, budget.enter, budget.give_back)
