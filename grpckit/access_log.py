@@ -9,12 +9,14 @@ with its traceback: that is a bug.
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 import grpc
 from grpc.aio import ServicerContext
 
+from grpckit import logs
 from grpckit.config import AccessLog
 
 log = logging.getLogger("grpckit.access")
@@ -66,16 +68,19 @@ class AccessLogger:
         code = final_code(context, error)
         if code is grpc.StatusCode.OK and self.errors_only:
             return
-        bug = code is grpc.StatusCode.UNKNOWN
-        log.log(
-            logging.ERROR if bug else logging.INFO,
-            "call",
-            extra={
-                "method": method,
-                "peer": entry.peer,
-                "client": entry.client,
-                "code": code.name,
-                "duration_ms": round((time.perf_counter() - entry.start) * 1000, 3),
-            },
-            exc_info=error if bug else None,
-        )
+        fields = {
+            "method": method,
+            "peer": entry.peer,
+            "client": entry.client,
+            "code": code.name,
+            "duration_ms": round((time.perf_counter() - entry.start) * 1000, 3),
+        }
+        if code is grpc.StatusCode.UNKNOWN:
+            log.error("call", extra=fields, exc_info=error)
+            return
+        output = logs.direct(log)
+        if output is None:
+            log.info("call", extra=fields)
+            return
+        handler, formatter = output
+        handler.add_line(formatter.line(time.time(), "INFO", log.name, os.getpid(), "call", fields))

@@ -1,13 +1,26 @@
-"""JSON logs, one object per line, so that container log collectors can parse them."""
+"""JSON logs, one object per line, so that container log collectors can parse them.
+
+At peak unary load the access log writes thousands of lines a second, and a write per line
+costs more than the call it describes: a system call, and with it the GIL handed to gRPC's
+poller thread and taken back. So lines are written in batches: an INFO line waits at most
+`BATCH_SECONDS` for others to go with it, a WARNING or worse is written at once (with what
+waits before it), and so is everything at exit.
+"""
 
 import json
 import logging
+import os
 import sys
-from datetime import UTC, datetime
-from typing import Any
+import threading
+import time
+from typing import Any, TextIO
+
+BATCH_SECONDS = 0.05
+BATCH_BYTES = 64 * 1024
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is ours.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_ENCODER = json.JSONEncoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -15,23 +28,147 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         # With replicas, which one wrote the line (compose and Kubernetes interleave them).
         self.replica = replica
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, created: float) -> str:
+        """ISO 8601 in UTC to the millisecond; the date and time are made once a second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "severity": record.levelname,
-            "logger": record.name,
-            "pid": record.process,
-            **({"replica": self.replica} if self.replica else {}),
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.process,
+            record.getMessage(),
+            fields,
+        )
+
+    def line(
+        self,
+        created: float,
+        severity: str,
+        logger: str,
+        pid: int | None,
+        message: str,
+        fields: dict[str, Any],
+    ) -> str:
+        """The line of a record with these attributes and `extra` fields."""
+        entry: dict[str, Any] = {
+            "time": self._time(created),
+            "severity": severity,
+            "logger": logger,
+            "pid": pid,
+            **({"replica": self.replica} if self.replica else {}),
+            "message": message,
+        }
+        entry.update(fields)
+        return _ENCODER.encode(entry)
+
+
+class BatchingHandler(logging.Handler):
+    """Lines to `stream` in batches (see the module's docstring)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self._pending: list[str] = []
+        self._bytes = 0
+        self._wake = threading.Event()
+        # The process whose flusher thread runs: a forked worker starts its own.
+        self._flusher_pid: int | None = None
+        # A forked worker leaves the lines it inherited to its parent, who writes them.
+        os.register_at_fork(after_in_child=self._pending.clear)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (Handler.handle).
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._add(line, urgent=record.levelno >= logging.WARNING)
+
+    def add_line(self, line: str) -> None:
+        """An INFO line formatted already (see `direct`)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._add(line, urgent=False)
+
+    def _add(self, line: str, *, urgent: bool) -> None:
+        self._pending.append(line)
+        self._bytes += len(line)
+        if urgent or self._bytes >= BATCH_BYTES:
+            self._write()
+            return
+        if len(self._pending) > 1:
+            return  # the flusher is awake already, waiting for company
+        if self._flusher_pid != os.getpid():
+            self._flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_batches, name="log-flusher", daemon=True).start()
+        self._wake.set()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        if self._pending:
+            self._stream.write("\n".join(self._pending) + "\n")
+            self._pending.clear()
+            self._bytes = 0
+            self._stream.flush()
+
+    def _flush_batches(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(BATCH_SECONDS)
+            with self.lock:  # type: ignore[union-attr]
+                self._wake.clear()
+                try:
+                    self._write()
+                except Exception:  # a closed stream at exit: nothing left to tell
+                    return
 
 
 def configure(level: str = "INFO", replica: str | None = None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(replica))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # No line says which thread or source line wrote it, so logging need not find out
+    # (the "Optimization" section of the logging documentation).
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
+
+
+def direct(logger: logging.Logger) -> tuple[BatchingHandler, JsonFormatter] | None:
+    """Where `logger`'s INFO lines can be written without a LogRecord: when they are enabled
+    and would reach nothing but this module's JSON lines. Building a record and passing it
+    through logging costs about 80 us of CPU at peak unary load, more than a unary call
+    itself; the access log writes its line here instead, in the same form, when it can."""
+    root = logging.root
+    if logger.handlers or not logger.propagate or not logger.isEnabledFor(logging.INFO):
+        return None
+    if len(root.handlers) != 1 or root.filters:
+        return None
+    handler = root.handlers[0]
+    if not isinstance(handler, BatchingHandler) or handler.filters:
+        return None
+    formatter = handler.formatter
+    if not isinstance(formatter, JsonFormatter) or handler.level > logging.INFO:
+        return None
+    return handler, formatter
+
+
+def flush() -> None:
+    """Write what waits, before an exit that skips Python's own (os._exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()

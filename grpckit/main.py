@@ -94,5 +94,5 @@ def _on_signal(signum: int, stop: asyncio.Event) -> None:
         stop.set()
         return
     log.warning("second signal: exiting at once", extra={"signal": name})
-    sys.stderr.flush()
+    logs.flush()
     os._exit(128 + signum)

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from grpckit.authz import Authorization, PolicyError
 from grpckit.budgets import CallBudgets
 from grpckit.config import ServerSettings
-from grpckit.interceptors import Calls
+from grpckit.interceptors import Calls, Registrar
 from grpckit.options import server_options
 from grpckit.service import BackgroundTasks, Service, StartupError
 from grpckit.tls import server_credentials
@@ -71,16 +71,16 @@ class Server:
 
     def _build(self) -> grpc.aio.Server:
         server = grpc.aio.server(
-            interceptors=[self._calls],
             options=server_options(
                 self.settings.max_connection_age, self.settings.handshake_timeout
-            ),
+            )
         )
+        registrar = Registrar(server, self._calls)
         for service in self.services:
-            service.add_to(server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            service.add_to(registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         reflection.enable_server_reflection(
-            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], registrar
         )
         return server
 

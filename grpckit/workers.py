@@ -15,6 +15,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from grpckit import logs
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,7 @@ def run_workers(count: int, worker: Callable[[], int]) -> int:
                 # failure would leave no trace.
                 log.critical("worker failed", exc_info=True)
             finally:
+                logs.flush()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)

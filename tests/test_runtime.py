@@ -59,6 +59,16 @@ async def check(channel: grpc.aio.Channel, service: str = "") -> int:
     return int(response.status)
 
 
+async def handlers_done(server: Server) -> None:
+    """Every call's handler has ended and logged its line, the channel's health watch
+    apart: an aborted call's status reaches the client before its handler has ended."""
+
+    async def only_the_health_watch() -> None:
+        assert server.calls_in_flight == 1
+
+    await eventually(only_the_health_watch)
+
+
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [r.__dict__ for r in caplog.records if r.name == "grpckit.access"]
 
@@ -154,6 +164,7 @@ async def test_a_request_that_does_not_decode_is_invalid_argument(
             [_ async for _ in reflect(iter([GARBAGE]), timeout=5)]
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed request" in (error.value.details() or "")
+    await handlers_done(server)
     assert [line["code"] for line in access_lines(caplog)] == ["INVALID_ARGUMENT"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     # The stream of good requests still reaches its handler.
@@ -225,6 +236,7 @@ async def test_each_call_is_logged_with_method_peer_client_code_and_duration(
         await call("hi", timeout=5)
         with pytest.raises(grpc.aio.AioRpcError):
             await call("reject", timeout=5)
+        await handlers_done(server)
     lines = access_lines(caplog)
     assert [line["code"] for line in lines] == ["OK", "INVALID_ARGUMENT"]
     assert {line["levelname"] for line in lines} == {"INFO"}
@@ -295,6 +307,7 @@ async def test_access_log_can_keep_only_errors_or_nothing(
             await call("hi", timeout=5)
             with pytest.raises(grpc.aio.AioRpcError):
                 await call("reject", timeout=5)
+            await handlers_done(server)
         assert [line["code"] for line in access_lines(caplog)] == logged
 
 
@@ -400,11 +413,27 @@ async def test_process_serves_then_exits_0_on_sigterm(
             assert await check(channel, NAME) == SERVING
 
         await eventually(serving)
+        assert await echo.echo(channel)("hi", timeout=5) == "hi"
         process.send_signal(signal.SIGTERM)
         output = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
         assert await asyncio.wait_for(process.wait(), 30) == 0
-        messages = [json.loads(x)["message"] for x in output.splitlines()]
-        assert messages.count("stopped") == workers
+        lines = [json.loads(x) for x in output.splitlines()]
+        assert [line["message"] for line in lines].count("stopped") == workers
+        # The access line, written without a LogRecord (grpckit/logs.py), like any other.
+        [call] = [line for line in lines if line.get("method") == echo.ECHO]
+        assert call["pid"] in {line["pid"] for line in listening}
+        assert (call["logger"], call["severity"], call["message"]) == (
+            "grpckit.access",
+            "INFO",
+            "call",
+        )
+        assert (call["code"], call["client"], call["replica"]) == (
+            "OK",
+            "client",
+            socket.gethostname(),
+        )
+        assert call["peer"].startswith("ipv4:127.0.0.1:")
+        assert call["duration_ms"] >= 0
     finally:
         if process.returncode is None:
             process.kill()
