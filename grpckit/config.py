@@ -105,7 +105,7 @@ class ServerSettings:
     max_calls: int = setting(
         1000,
         "MAX_CALLS",
-        "unary calls served at once; more get RESOURCE_EXHAUSTED (a few KB of memory each)",
+        "unary calls served at once; more get RESOURCE_EXHAUSTED",
         minimum=1,
     )
     max_calls_per_client: int = setting(
