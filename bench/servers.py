@@ -123,6 +123,9 @@ def ours(service: str, ws: Workspace, *, tls: bool = True) -> Server:
         "movie": ["--catalogue", str(ws.catalogue), "--reload-seconds", "0"],
         "soccer": ["--videos-dir", str(ws.videos)],
     }[service]
+    # Capacity is what is measured, from one client identity: budgets would stop the fan-out
+    # search at the per-client stream limit. The memory budgets stay as configured.
+    argv += ["--max-streams", "100000", "--max-streams-per-client", "100000"]
     return launch(f"ours {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls)
 
 
