@@ -21,7 +21,7 @@ in a module of its own or a line here, in this order:
 any other. The jobs are composed into one handler per method as services register it
 (`Registrar`), not through gRPC's interceptor API: with any interceptor at all, grpc.aio
 builds every call's metadata and handler-call details in Python and awaits the chain before
-the handler runs, about 50 us of CPU per unary call at peak load (README, Performance).
+the handler runs: about 50 us of CPU per unary call at peak load, measured with ghz.
 
 Authorization (grpckit/authz.py) wraps every handler, health and reflection included,
 outermost: a call the server's policy does not allow gets PERMISSION_DENIED before any
