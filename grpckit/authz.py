@@ -27,7 +27,6 @@ the decision for a certificate is remembered per method unless the rules read he
 """
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -35,10 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc.aio import ServicerContext
-
-from grpckit.guards import Handler, guarded
 
 log = logging.getLogger(__name__)
 
@@ -314,17 +310,12 @@ class Authorization:
             await asyncio.sleep(RELOAD_SECONDS)
             self.reload()
 
-    async def check(self, method: str, context: Context) -> None:
-        """Ends the call with PERMISSION_DENIED unless the policy allows it."""
-        peer = peer_of(context)
-        if not self.policy.allows(method, peer, context):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"identity {peer.name} may not call {method}"
-            )
-
-    def applied(self, method: str, handler: Handler) -> Handler:
-        """`handler`, whose behaviour runs only for callers the policy allows."""
-        return guarded(handler, functools.partial(self.check, method))
+    def refusal(self, method: str, peer: Peer, context: Context) -> str | None:
+        """Why `peer` may not make this call (for PERMISSION_DENIED), or None when the
+        policy allows it. The runtime asks before every handler (grpckit/guards.py)."""
+        if self.policy.allows(method, peer, context):
+            return None
+        return f"identity {peer.name} may not call {method}"
 
 
 # How often a policy file is checked for changes: a stat, so cheap; a changed policy

@@ -17,12 +17,14 @@ deadline).
 """
 
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import grpc
 
-from grpckit.authz import peer_of
 from grpckit.config import ServerSettings
-from grpckit.guards import Context, Handler, guarded
+
+# Generic only in grpc-stubs, so the alias must stay a string at run time.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 @dataclass
@@ -112,15 +114,6 @@ class Budget:
         self.total.give_back()
         self.per_client.give_back(identity)
 
-    async def enter(self, context: Context) -> str:
-        """Admit the call or end it with RESOURCE_EXHAUSTED; returns the identity to give
-        back with."""
-        identity = peer_of(context).name
-        refused = self.take(identity)
-        if refused is not None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-        return identity
-
 
 class CallBudgets:
     """The server's budgets of unary calls and of streams, applied to the services' handlers."""
@@ -133,8 +126,7 @@ class CallBudgets:
             "streams", settings.max_streams, "MAX_STREAMS", settings.max_streams_per_client
         )
 
-    def applied(self, handler: Handler) -> Handler:
-        """`handler` with its behaviour admitted first, then given back when it ends."""
+    def of(self, handler: Handler) -> Budget:
+        """The budget a call of `handler` takes from: streams for any streaming method."""
         streaming = handler.request_streaming or handler.response_streaming
-        budget = self.streams if streaming else self.calls
-        return guarded(handler, budget.enter, budget.give_back)
+        return self.streams if streaming else self.calls

@@ -1,64 +1,61 @@
-"""A check that runs before a method's handler, and what it took given back after: the shape
-authorization (grpckit/authz.py) and budgets (grpckit/budgets.py) share.
+"""What a call to one method must pass before its handler runs, and give back after it:
+authorization (grpckit/authz.py), then budgets (grpckit/budgets.py).
 
-The guarded behaviour is the same kind of callable as the original: the interceptor drives
-async generators and coroutines differently.
+One `Guard` per method, used inline by the runtime's one wrapper per call
+(grpckit/interceptors.py), not as a coroutine wrapped around the handler per guard: each
+layer was a coroutine created, awaited and unwound per call, and each guard read the
+caller's certificate itself. `admit` reads it once (`peer_of`), for both, and is synchronous:
+an admitted call awaits nothing more than its handler.
+
+The caller is read from the call, never remembered per connection: the only cheap key for a
+connection is its peer address, which a later connection (through a proxy, many clients
+share one address) can reuse with another certificate, and `peer_identities` names the
+subject alternative names without saying which are URIs and which DNS names, nor the
+subject, all of which A43 principals are matched against.
 """
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any
 
 import grpc
 from grpc.aio import ServicerContext
 
-Behaviour = Callable[..., Any]
-# Generic only in grpc-stubs, so the alias must stay a string at run time.
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+from grpckit.authz import Authorization, peer_of
+from grpckit.budgets import Budget
+
 Context = ServicerContext[Any, Any]
-T = TypeVar("T")
+Refusal = tuple[grpc.StatusCode, str]
 
 
-def guarded(
-    handler: Handler,
-    enter: Callable[[Context], Awaitable[T]],
-    leave: Callable[[T], None] | None = None,
-) -> Handler:
-    """`handler` whose behaviour runs after `enter(context)` (which ends the call to refuse
-    it) and, when given, `leave(what enter returned)` however the behaviour ends."""
-    kind = ("stream" if handler.request_streaming else "unary") + (
-        "_stream" if handler.response_streaming else "_unary"
-    )
-    behaviour: Behaviour = getattr(handler, kind)
-    # A named tuple in grpcio; the stubs do not say so.
-    replace = handler._replace  # type: ignore[attr-defined]
-    return cast(Handler, replace(**{kind: _guarded(behaviour, enter, leave)}))
+class Guard:
+    """Authorization before budgets, so a call the policy refuses spends no budget."""
 
+    __slots__ = ("_authorization", "_budget", "_method")
 
-def _guarded(
-    behaviour: Behaviour,
-    enter: Callable[[Context], Awaitable[T]],
-    leave: Callable[[T], None] | None,
-) -> Behaviour:
-    if inspect.isasyncgenfunction(behaviour):
+    def __init__(
+        self, method: str, authorization: Authorization | None, budget: Budget | None
+    ) -> None:
+        self._method = method
+        # Read at each call, not kept here: a reload replaces the policy.
+        self._authorization = authorization
+        self._budget = budget
 
-        async def generated(request: Any, context: Context) -> AsyncIterator[Any]:
-            entered = await enter(context)
-            try:
-                async for response in behaviour(request, context):
-                    yield response
-            finally:
-                if leave is not None:
-                    leave(entered)
+    def admit(self, context: Context) -> tuple[str | None, Refusal | None]:
+        """(the identity to `give_back` with, or None when nothing was taken; None) when the
+        call may go on, (None, the code and message to end it with) when it may not."""
+        peer = peer_of(context)
+        if self._authorization is not None:
+            denied = self._authorization.refusal(self._method, peer, context)
+            if denied is not None:
+                return None, (grpc.StatusCode.PERMISSION_DENIED, denied)
+        if self._budget is None:
+            return None, None
+        identity = peer.name
+        refused = self._budget.take(identity)
+        if refused is not None:
+            return None, (grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        return identity, None
 
-        return generated
-
-    async def awaited(request: Any, context: Context) -> Any:
-        entered = await enter(context)
-        try:
-            return await behaviour(request, context)
-        finally:
-            if leave is not None:
-                leave(entered)
-
-    return awaited
+    def give_back(self, identity: str) -> None:
+        """What `admit` took for `identity`; called however the call ends."""
+        if self._budget is not None:
+            self._budget.give_back(identity)
