@@ -50,6 +50,9 @@ QUEUE_FRAMES = 15
 # While the server's frame buffers are spent: enough for a viewer that keeps up (a frame
 # being sent, one waiting), nothing for one that has stopped reading.
 SPENT_QUEUE_FRAMES = 2
+# A viewer with frames waiting that has taken none for this long has stopped reading: its
+# hub stops encoding its format until it reads again (it would only skip those frames).
+STALLED_SECONDS = 1.0
 VIEWER_BYTES = 48 * MiB
 
 
@@ -130,7 +133,11 @@ class Viewer:
     queue: collections.deque[Published | _End] = field(default_factory=collections.deque)
     queued_bytes: int = 0
     skipped: int = 0
+    taken_at: float = field(default_factory=time.monotonic)
     _waiter: asyncio.Future[None] | None = None
+
+    def reading(self, now: float) -> bool:
+        return not self.queue or now - self.taken_at < STALLED_SECONDS
 
     def offer(self, item: Published | _End) -> None:
         if isinstance(item, Published):
@@ -159,6 +166,7 @@ class Viewer:
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
             item = self.queue.popleft()
+            self.taken_at = time.monotonic()
             if isinstance(item, Published):
                 self.queued_bytes -= item.size_in(self.fmt)
                 item.release(self.buffers)
@@ -202,7 +210,9 @@ class Hub:
         # The client identity charged for this hub's decoder.
         self.owner = owner
         self._viewers: set[Viewer] = set()
-        self._formats: collections.Counter[Format] = collections.Counter()
+        # The formats the hub's thread encodes: those of viewers still reading. Replaced
+        # whole on the loop, read by the thread.
+        self._wanted: frozenset[Format] = frozenset()
         self._backlog: collections.deque[Published] = collections.deque()
         self._backlog_bytes = 0
         self.next_index = start_frame
@@ -243,7 +253,7 @@ class Hub:
                 viewer.offer(item)
         viewer.queue_frames = queue_frames
         self._viewers.add(viewer)
-        self._formats[fmt] += 1
+        self._wanted = self._wanted | {fmt}
         if self._thread.ident is None:  # the first viewer starts the decoder
             self._thread.start()
         return viewer
@@ -254,9 +264,6 @@ class Hub:
             return False
         self._viewers.discard(viewer)
         viewer.close()
-        self._formats[viewer.fmt] -= 1
-        if self._formats[viewer.fmt] <= 0:
-            del self._formats[viewer.fmt]
         if self._viewers:
             return False
         self.stop()
@@ -282,6 +289,8 @@ class Hub:
             self.next_index = item.index + 1
         for viewer in self._viewers:
             viewer.offer(item)
+        now = time.monotonic()
+        self._wanted = frozenset(v.fmt for v in self._viewers if v.reading(now))
 
     def _trim_backlog(self, frames: int) -> None:
         """At most `frames` frames and the byte bound, the newest always kept."""
@@ -324,7 +333,7 @@ class Hub:
     def _encode(self, index: int, fps: float, image: Frame) -> Published:
         messages = {
             fmt: encode(image, fmt[0], fmt[1], index, fps).SerializeToString()
-            for fmt in list(self._formats)
+            for fmt in self._wanted
         }
         return Published(index, messages)
 

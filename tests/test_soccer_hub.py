@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
-from soccer.hub import Published, Viewer
+from soccer import hub as hub_module
+from soccer.hub import Hub, Published, Viewer
 from soccer.video import OpenCaptures
 from tests.conftest import Connect, client_tls, eventually
 from tests.test_soccer import soccer_server
@@ -66,6 +68,31 @@ async def test_a_start_frame_outside_the_backlog_gets_its_own_decoder(
 def published(index: int) -> Published:
     message = soccer_pb2.Video(frame_index=index).SerializeToString()
     return Published(index, {(soccer_pb2.RAW, 0): message})
+
+
+async def test_a_viewer_that_stopped_reading_costs_its_hub_no_encoding(
+    videos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of viewers that never read must not make the hub encode for them: that work
+    would starve the viewers who do read. The reader still gets every frame."""
+    monkeypatch.setattr(hub_module, "STALLED_SECONDS", 0.1)
+    hub = Hub(videos / "small.mp4", 0, asyncio.get_running_loop())
+    jpeg, raw = (soccer_pb2.JPEG, 80), (soccer_pb2.RAW, 0)
+    reading = hub.join(jpeg, 0)
+    stalled = hub.join(raw, 0)
+    indexes = []
+    while (message := await reading.next()) is not None:
+        indexes.append(soccer_pb2.Video.FromString(message).frame_index)
+    assert indexes == list(range(30))
+    frames = [item for item in stalled.queue if isinstance(item, Published)]
+    assert frames, "the stalled viewer was offered no frame"
+    assert set(frames[-1].messages) == {jpeg}
+    # Reading again makes its format wanted again from the next frame on.
+    assert stalled.reading(float("inf")) is False
+    stalled.queue.clear()
+    assert stalled.reading(float("inf")) is True
+    hub.stop()
+    await eventually(no_captures)
 
 
 async def test_a_viewer_that_falls_behind_skips_to_the_newest_frame() -> None:
