@@ -68,7 +68,7 @@ run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on t
 	$(BIN)/python -m $*
 
 .PHONY: soak
-soak: venv engine base-image ## 5 minutes of mixed load on the stack (SOAK_SECONDS)
+soak: venv base-image ## 5 minutes of mixed load on the stack (SOAK_SECONDS)
 	scripts/stack-test.sh -m soak tests/chaos -s
 
 .PHONY: bench

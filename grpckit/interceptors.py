@@ -1,5 +1,5 @@
-"""The runtime's one gRPC interceptor: it puts every call through the runtime's jobs, each
-in a module of its own or a line here, in this order:
+"""What every call goes through: the runtime's jobs, each in a module of its own or a line
+here, in this order:
 
 1. in flight (grpckit/in_flight.py): the call is counted; a health watch is remembered so
    that shutdown can end it.
@@ -169,12 +169,11 @@ class Calls:
                 taken, refused = guard.admit(context)
                 if refused is not None:
                     await context.abort(*refused)
-                if taken is None:
-                    return await behaviour(request, context)
                 try:
                     return await behaviour(request, context)
                 finally:
-                    guard.give_back(taken)
+                    if taken is not None:
+                        guard.give_back(taken)
 
         return guarded_call
 
