@@ -12,6 +12,12 @@ A viewer that falls behind by more than its queue holds (frames, or bytes) skips
 newest frame, and the number skipped is carried in `Video.skipped_frames`. The hub stops
 when its last viewer leaves, and always releases its capture.
 
+A hub whose viewers have all stopped reading (frames waiting, none taken for
+STALLED_SECONDS) pauses: it decodes nothing until one of them reads again or another joins,
+then goes on from the frame after the last it published, paced from then. Its broadcast
+clock only runs while somebody watches, so a client that opens streams and never reads
+holds a decoder (counted in its budget) but not the CPU that viewers who read need.
+
 A hub is a decoder, the scarce thing here: it is taken from the server's decoder budget
 (charged to the client whose call started it) when it starts and given back when it is
 dropped; joining a running hub costs none. Backlogs and queues count against the server's
@@ -25,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import cast
 
 import cv2
@@ -52,6 +59,7 @@ QUEUE_FRAMES = 15
 SPENT_QUEUE_FRAMES = 2
 # A viewer with frames waiting that has taken none for this long has stopped reading: its
 # hub stops encoding its format until it reads again (it would only skip those frames).
+# The same holds for a hub whose viewers have all stopped: it pauses.
 STALLED_SECONDS = 1.0
 VIEWER_BYTES = 48 * MiB
 
@@ -134,6 +142,8 @@ class Viewer:
     queued_bytes: int = 0
     skipped: int = 0
     taken_at: float = field(default_factory=time.monotonic)
+    # Called with the viewer's format when it reads again after it had stopped.
+    resumed: Callable[[Format], None] | None = None
     _waiter: asyncio.Future[None] | None = None
 
     def reading(self, now: float) -> bool:
@@ -166,7 +176,10 @@ class Viewer:
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
             item = self.queue.popleft()
-            self.taken_at = time.monotonic()
+            now = time.monotonic()
+            if now - self.taken_at >= STALLED_SECONDS and self.resumed is not None:
+                self.resumed(self.fmt)
+            self.taken_at = now
             if isinstance(item, Published):
                 self.queued_bytes -= item.size_in(self.fmt)
                 item.release(self.buffers)
@@ -218,6 +231,10 @@ class Hub:
         self.next_index = start_frame
         self.ended = False
         self._stop = threading.Event()
+        # Set while some viewer reads (and on stop); the hub's thread decodes only then.
+        self._watched = threading.Event()
+        # The frame the hub's thread will decode next while it is paused, else None.
+        self.paused_at: int | None = None
         # Not a daemon: the interpreter waits for it at exit instead of tearing OpenCV down
         # under a running decode (seen as a segfault on SIGTERM). Stopping ends it promptly.
         self._thread = threading.Thread(target=self._run, name=f"hub-{key.stem}-{start_frame}")
@@ -247,13 +264,14 @@ class Hub:
             max(queue_frames, len(self._backlog) + 1),
             self._buffers,
             self._max_bytes,
+            resumed=self._resume,
         )
         for item in self._backlog:
             if item.index >= start_frame:
                 viewer.offer(item)
         viewer.queue_frames = queue_frames
         self._viewers.add(viewer)
-        self._wanted = self._wanted | {fmt}
+        self._resume(fmt)
         if self._thread.ident is None:  # the first viewer starts the decoder
             self._thread.start()
         return viewer
@@ -269,8 +287,14 @@ class Hub:
         self.stop()
         return True
 
+    def _resume(self, fmt: Format) -> None:
+        if fmt not in self._wanted:
+            self._wanted = self._wanted | {fmt}
+        self._watched.set()
+
     def stop(self, error: Exception | None = None) -> None:
         self._stop.set()
+        self._watched.set()
         self.ended = True
         self._trim_backlog(0)
         if error is not None:
@@ -291,6 +315,10 @@ class Hub:
             viewer.offer(item)
         now = time.monotonic()
         self._wanted = frozenset(v.fmt for v in self._viewers if v.reading(now))
+        if self._wanted or not self._viewers:
+            self._watched.set()
+        else:
+            self._watched.clear()
 
     def _trim_backlog(self, frames: int) -> None:
         """At most `frames` frames and the byte bound, the newest always kept."""
@@ -313,6 +341,12 @@ class Hub:
             started = time.monotonic()
             index = self.start_frame
             while not self._stop.is_set():
+                if not self._watched.is_set():
+                    paused, self.paused_at = time.monotonic(), index
+                    self._watched.wait()
+                    started += time.monotonic() - paused
+                    self.paused_at = None
+                    continue
                 ok, image = capture.read()
                 if not ok:
                     break

@@ -95,6 +95,32 @@ async def test_a_viewer_that_stopped_reading_costs_its_hub_no_encoding(
     await eventually(no_captures)
 
 
+async def test_a_hub_whose_viewers_all_stopped_reading_pauses_until_one_reads(
+    videos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams opened and never read must not keep decoders busy: the CPU is the readers'.
+    Reading again resumes the match where the hub paused, with no frame lost to the pause."""
+    monkeypatch.setattr(hub_module, "STALLED_SECONDS", 0.1)
+    hub = Hub(videos / "small.mp4", 0, asyncio.get_running_loop())
+    viewer = hub.join((soccer_pb2.RAW, 0), 0, queue_frames=2)
+
+    async def paused() -> None:
+        assert hub.paused_at is not None
+
+    await eventually(paused)
+    at = hub.paused_at
+    assert at is not None and at < 30
+    received = []
+    while (message := await viewer.next()) is not None:
+        received.append(soccer_pb2.Video.FromString(message))
+    indexes = [video.frame_index for video in received]
+    # What was queued when it stopped (the newest two), then every frame from the pause on.
+    assert indexes[-(30 - at) :] == list(range(at, 30))
+    assert hub.paused_at is None
+    hub.stop()
+    await eventually(no_captures)
+
+
 async def test_a_viewer_that_falls_behind_skips_to_the_newest_frame() -> None:
     viewer = Viewer((soccer_pb2.RAW, 0), next_index=0, queue_frames=4)
     for index in range(4):
