@@ -5,6 +5,8 @@ reach at all. These servers show where that limit is, in the same run as everyth
 grpc.aio on uvloop, mutual TLS, no interceptor, no health or reflection, every message
 built before the first call, so what is left is gRPC's and the kernel's cost per message.
 
+- cheese: `Order` answers at once with a new `Cheese`, as the seed's does: the per-call
+  cost of grpc.aio itself, the limit for any unary figure of ours.
 - movie: `GetListMovies` streams the catalogue, prebuilt and serialized once.
 - soccer: `Watch` is a broadcast of the match's frames, decoded and JPEG-encoded once at
   start (quality 80, as ours and the seed), paced at the video's fps and looped; each viewer
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import collections
 import json
+import random
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import Any, TypeAlias
 import grpc
 import uvloop
 
-from api import movie_pb2, soccer_pb2
+from api import cheese_pb2, movie_pb2, soccer_pb2
 from bench.seed_servers import (
     MAX_MESSAGE_BYTES,
     SEED_JPEG_QUALITY,
@@ -42,6 +45,16 @@ QUEUE_FRAMES = 15  # as ours: a viewer that falls further behind skips to the ne
 
 def _identity(data: bytes) -> bytes:
     return data
+
+
+def _order_handler() -> Handler:
+    async def order(request: cheese_pb2.CheeseRequest, context: Any) -> cheese_pb2.Cheese:
+        return cheese_pb2.Cheese(age=random.randint(1, 18), type=request.type)
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        order, cheese_pb2.CheeseRequest.FromString, cheese_pb2.Cheese.SerializeToString
+    )
+    return grpc.method_handlers_generic_handler("cheesefarm.CheeseService", {"Order": handler})
 
 
 def _list_handler(catalogue: Path) -> Handler:
@@ -136,7 +149,9 @@ def _watch_handler(broadcast: _Broadcast) -> Handler:
 async def serve(args: argparse.Namespace) -> None:
     server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     background = []
-    if args.service == "movie":
+    if args.service == "cheese":
+        server.add_generic_rpc_handlers((_order_handler(),))
+    elif args.service == "movie":
         server.add_generic_rpc_handlers((_list_handler(Path(args.catalogue)),))
     else:
         broadcast = _Broadcast(*_jpeg_frames(Path(args.videos_dir) / f"{args.match}.mp4"))
@@ -151,7 +166,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = arguments("python -m bench.floor_servers", __doc__, ("movie", "soccer"))
+    parser = arguments("python -m bench.floor_servers", __doc__, ("cheese", "movie", "soccer"))
     parser.add_argument("--match", default="demo")
     uvloop.run(serve(parser.parse_args(argv)))
     return 0

@@ -155,10 +155,13 @@ def rounds(
     order: Callable[[int], Sequence[str]] | None = None,
 ) -> Iterator[tuple[str, Server]]:
     """Each server once per repeat, interleaved so that a burst of noise on the machine hits
-    them alike (`order` may vary who goes first). Announces every run and checks the server
+    them alike (`order` may vary who goes first; kinds it names that `servers` lacks are
+    skipped). Announces every run and checks the server
     is still up before it is measured."""
     for rep in range(reps):
         for kind in order(rep) if order else list(servers):
+            if kind not in servers:
+                continue
             server = servers[kind]
             log(f"{what} {server.label} ({rep + 1}/{reps})")
             server.check_alive()

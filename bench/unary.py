@@ -6,6 +6,10 @@ burst of noise on the shared machine hits all three alike. Ours runs with no sim
 preparation time, as the seed does, and GetMovieByID asks for a random id of the 100k
 catalogue each call, so the seed's linear scan costs what it would on average.
 
+For cheese `Order`, the floor (grpc.aio alone, bench/floor_servers.py) runs beside them: a
+zero-work unary call cannot be faster on grpc.aio than that, so its ratio to the seed is the
+ceiling of ours.
+
 The mTLS share pairs each repeat's mTLS run with the plaintext run right next to it (which
 goes first alternates) and reports the pair with the median ratio: a burst of load from
 elsewhere on the machine then lands inside one pair rather than on one side of the ratio of
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 from bench import tools
 from bench.figures import Figure, compare
-from bench.servers import Server, ours, rounds, seed
+from bench.servers import Server, floor, ours, rounds, seed
 from bench.workspace import CATALOGUE_SIZE, ROOT, Workspace
 
 # A random catalogue id per call (bench.workspace.movie_id); a Go raw string, since ghz
@@ -58,6 +62,8 @@ def run(ws: Workspace) -> list[Figure]:
                 "plain": stack.enter_context(ours(service, ws, tls=False)),
                 "seed": stack.enter_context(seed(service, ws)),
             }
+            if service == "cheese":
+                servers["floor"] = stack.enter_context(floor(service, ws))
             for server in servers.values():  # connections, caches, first-call paths
                 _ghz(server, label, 50, 0.5, ws)
             for concurrency in CONCURRENCY:
@@ -70,8 +76,10 @@ def run(ws: Workspace) -> list[Figure]:
 
 
 def _order(rep: int) -> tuple[str, ...]:
-    """Ours (mTLS) and plaintext back to back, alternating which goes first; then the seed."""
-    return ("ours", "plain", "seed") if rep % 2 == 0 else ("plain", "ours", "seed")
+    """Ours (mTLS) and plaintext back to back, alternating which goes first; then the seed
+    and the floor (cheese only)."""
+    pair = ("ours", "plain") if rep % 2 == 0 else ("plain", "ours")
+    return (*pair, "seed", "floor")
 
 
 def _ghz(server: Server, label: str, concurrency: int, seconds: float, ws: Workspace) -> Result:
@@ -130,4 +138,7 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
             baseline_label="ours plaintext (paired)", min_ratio=MTLS_MIN_SHARE,
             runs=qps, baseline_runs=plain_qps, detail={"pair_ratios": [r for r, _, _ in pairs]},
         ),
-    ]  # fmt: skip
+    ] + ([
+        compare("unary", f"{prefix}.floor_qps", "calls/s", [r.qps for r in results["floor"]],
+                [r.qps for r in seed], baseline_label="seed (grpc.aio alone against it)"),
+    ] if "floor" in results else [])  # fmt: skip
