@@ -104,9 +104,9 @@ RUN apt-get update \
 COPY certs/gen-certs.sh certs/distribute.sh /usr/local/bin/
 ENTRYPOINT ["distribute.sh"]
 
-# grpcurl v1.9.4 needs Go 1.25: bookworm-backports' Go 1.23 fetches that toolchain from the
-# Go module proxy (GOTOOLCHAIN), then builds the pinned release statically.
-FROM os AS grpcurl-build
+# Go tools build on bookworm-backports' Go 1.23, which fetches the toolchain each one needs
+# from the Go module proxy (GOTOOLCHAIN), then build a pinned release statically.
+FROM os AS go-build
 RUN echo 'deb http://deb.debian.org/debian bookworm-backports main' \
       > /etc/apt/sources.list.d/backports.list \
  && apt-get update \
@@ -114,6 +114,9 @@ RUN echo 'deb http://deb.debian.org/debian bookworm-backports main' \
  && rm -rf /var/lib/apt/lists/*
 COPY build/ca/ /usr/local/share/ca-certificates/extra/
 RUN update-ca-certificates
+
+# grpcurl v1.9.4 needs Go 1.25.
+FROM go-build AS grpcurl-build
 ARG GRPCURL_VERSION=v1.9.4
 RUN GOTOOLCHAIN=go1.25.0 CGO_ENABLED=0 GOBIN=/out /usr/lib/go-1.23/bin/go install -trimpath \
       -ldflags "-s -w -X main.version=${GRPCURL_VERSION}" \
@@ -124,3 +127,57 @@ FROM os AS grpcurl
 COPY --from=grpcurl-build /out/grpcurl /usr/local/bin/grpcurl
 USER 10001:10001
 ENTRYPOINT ["grpcurl"]
+
+# ---- Observability (the `observability` compose profile) ----------------------------------
+# Jaeger v2 (all-in-one: OTLP receiver, in-memory storage, query API and UI), module version
+# v1.76.0, the newest the Go module proxy serves. `go install` refuses it (its go.mod has
+# replace directives), so this builds the module's source as its own main module. The module
+# carries no built UI (a placeholder page says so); the query API, which the tests use, is
+# whole. About 9 minutes on 2 cores; the caches make a retry cheap.
+FROM go-build AS jaeger-build
+ARG JAEGER_VERSION=v1.76.0
+# The toolchain go.mod names; the go.sum inside the module checks every dependency.
+ENV GOTOOLCHAIN=go1.25.4 \
+    GOFLAGS=-modcacherw \
+    CGO_ENABLED=0
+WORKDIR /src
+RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    /usr/lib/go-1.23/bin/go mod download "github.com/jaegertracing/jaeger@${JAEGER_VERSION}" \
+ && cp -r "/root/go/pkg/mod/github.com/jaegertracing/jaeger@${JAEGER_VERSION}" jaeger \
+ && GOWORK=off /usr/lib/go-1.23/bin/go -C jaeger build -trimpath -o /out/jaeger \
+      -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=${JAEGER_VERSION}" \
+      ./cmd/jaeger \
+ && rm -rf /src/jaeger
+
+FROM os AS jaeger
+# curl for the compose healthcheck (the image has no other HTTP client).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+COPY --from=jaeger-build /out/jaeger /usr/local/bin/jaeger
+COPY deploy/jaeger/config.yaml /etc/jaeger/config.yaml
+USER 10001:10001
+# 4317 OTLP gRPC, 4318 OTLP HTTP, 16686 query API and UI, 13133 health.
+EXPOSE 4317 4318 16686 13133
+ENTRYPOINT ["jaeger"]
+CMD ["--config", "/etc/jaeger/config.yaml"]
+
+# Prometheus from Debian (2.42: classic UI, console templates, promtool), with this project's
+# configuration, rules and consoles. `promtool test rules` runs in this image (make rules-check),
+# so a machine needs no Prometheus of its own to test the rules.
+FROM os AS prometheus
+# 2.42 is pinned (the consoles use its /classic/static assets); Debian's security
+# revisions of it (+ds-5+deb12uN) come through.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends 'prometheus=2.42.0+ds-*' curl \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+COPY deploy/prometheus/ /etc/prometheus/
+# The data lives in a volume (compose); a new volume takes this folder's owner.
+RUN install -d -o 10001 -g 10001 /prometheus
+USER 10001:10001
+WORKDIR /prometheus
+EXPOSE 9090
+ENTRYPOINT ["prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", \
+     "--web.console.templates=/etc/prometheus/consoles", \
+     "--web.console.libraries=/etc/prometheus/console_libraries"]

@@ -60,8 +60,20 @@ unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
 k8s-check: venv ## render deploy/k8s (kustomize) and validate it offline; no cluster needed
 	scripts/k8s-check.sh
 
+# promtool runs inside the Prometheus image (Debian's 2.42, the one the stack runs), on the
+# working tree's rules: no Prometheus on the host, and the same version that will load them.
+.PHONY: rules-check
+rules-check: base-image ## the Prometheus config, rules and alerts: promtool check and test rules
+	$(COMPOSE) --profile observability build --quiet prometheus
+	docker run --rm --network none -v "$(CURDIR)/deploy/prometheus:/etc/prometheus:ro" \
+		-w /etc/prometheus/tests --entrypoint promtool grpcdemo-prometheus:latest \
+		check config /etc/prometheus/prometheus.yml
+	docker run --rm --network none -v "$(CURDIR)/deploy/prometheus:/etc/prometheus:ro" \
+		-w /etc/prometheus/tests --entrypoint promtool grpcdemo-prometheus:latest \
+		test rules rules_test.yml
+
 .PHONY: test
-test: lint unit k8s-check e2e ## everything CI runs: lint, unit suite, manifests, end-to-end on compose
+test: lint unit k8s-check rules-check e2e ## everything CI runs: lint, unit suite, manifests, rules, end-to-end on compose
 
 .PHONY: run-cheese run-movie run-soccer
 run-cheese run-movie run-soccer: run-%: proto certs video ## run one server on the host (mutual TLS)
@@ -96,8 +108,8 @@ base-image: engine ## the pinned Debian base (pulled, or debootstrapped if no re
 	@scripts/base-image.sh
 
 .PHONY: images
-images: base-image ## every image, the tools' too (docker compose build)
-	$(COMPOSE) --profile tools build
+images: base-image ## every image, the tools' and observability's too (docker compose build)
+	$(COMPOSE) --profile tools --profile observability build
 	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'grpcdemo-*'
 
 .PHONY: grpcurl
@@ -111,7 +123,18 @@ up: base-image ## bootstrap an engine if needed, then docker compose up -d --wai
 
 .PHONY: down
 down: ## stop and remove the stack, its volumes and networks
-	$(COMPOSE) --profile tools down --volumes --remove-orphans
+	$(COMPOSE) --profile tools --profile observability down --volumes --remove-orphans
+
+# The stack with Prometheus and Jaeger beside it; the servers and the client send traces.
+.PHONY: observability
+observability: base-image ## the stack plus Prometheus (:9090, page /consoles/grpc.html) and Jaeger (:16686)
+	OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4317 $(COMPOSE) --profile observability up -d --wait
+	@echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/consoles/grpc.html  Jaeger: http://127.0.0.1:$${JAEGER_PORT:-16686}/"
+
+# The browser the page test drives (Debian's chromium; Playwright cannot download its own here).
+.PHONY: browser
+browser: ## Debian's chromium for the e2e page test (installs it on Debian as root)
+	@scripts/browser.sh
 
 .PHONY: logs
 logs: ## follow the services' logs
