@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from grpckit import memory
 from grpckit.authz import Authorization, PolicyError
 from grpckit.budgets import CallBudgets
 from grpckit.config import ServerSettings
@@ -66,6 +67,7 @@ class Server:
             await self._close(0)
             raise
         self._calls.started = True
+        self.tasks.spawn(memory.reclaim(lambda: self.calls_in_flight))
         await self._set_health(SERVING)
         log.info("serving", extra={"services": self._names})
 
