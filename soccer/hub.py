@@ -5,9 +5,11 @@ serialized once into a `Video` message; viewers get references to the same bytes
 encoding and pacing run on the hub's own thread (OpenCV releases the GIL while it works), so
 the event loop only hands finished messages out.
 
-A viewer that names no start frame joins the running broadcast where it is. One whose start
-frame the hub still holds in its short backlog joins it too (the backlog first, then live
-frames); any other start frame gets a hub of its own.
+A viewer that names no start frame joins the running broadcast (the live hub, started by the
+first such viewer) where it is. One whose start frame a hub still holds in its short backlog
+joins that hub (the backlog first, then its frames as they come); any other start frame gets
+a hub of its own: a replay, which live viewers never join, so that where they are in the
+match never depends on another client's start frame.
 A viewer that falls behind by more than its queue holds (frames, or bytes) skips to the
 newest frame, and the number skipped is carried in `Video.skipped_frames`. The hub stops
 when its last viewer leaves, and always releases its capture.
@@ -213,9 +215,13 @@ class Hub:
         buffers: Buffers | None = None,
         max_bytes: int = VIEWER_BYTES,
         owner: str = "",
+        *,
+        live: bool = False,
     ) -> None:
         self.key = key
         self.start_frame = start_frame
+        # Started by a viewer that named no start frame: the broadcast live viewers join.
+        self.live = live
         self._loop = loop
         self._buffers = buffers or Buffers(2**62)
         # Bounds each viewer's queue and the backlog alike.
@@ -246,9 +252,9 @@ class Hub:
         return len(self._viewers)
 
     def can_join(self, start_frame: int | None) -> bool:
-        """Live viewers join any running hub; others while the backlog holds their frame."""
+        """Live viewers join the live hub; others any hub while its backlog holds their frame."""
         if start_frame is None:
-            return not self.ended
+            return self.live and not self.ended
         oldest = self._backlog[0].index if self._backlog else self.start_frame
         return not self.ended and oldest <= start_frame <= self.next_index
 
@@ -417,7 +423,15 @@ class Hubs:
             if refused is not None:
                 raise DecodersSpent(refused)
             loop = asyncio.get_running_loop()
-            hub = Hub(path, start_frame or 0, loop, self.buffers, self._viewer_bytes, client)
+            hub = Hub(
+                path,
+                start_frame or 0,
+                loop,
+                self.buffers,
+                self._viewer_bytes,
+                client,
+                live=start_frame is None,
+            )
             self._hubs.setdefault(path, []).append(hub)
         return hub, hub.join(fmt, start_frame, queue_frames)
 

@@ -65,6 +65,19 @@ async def test_a_start_frame_outside_the_backlog_gets_its_own_decoder(
     await eventually(no_captures)
 
 
+async def test_a_live_viewer_never_joins_a_replay_started_for_a_start_frame(
+    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+) -> None:
+    """Where a live viewer is in the match must not depend on another client's start frame."""
+    replay = soccer.Watch(soccer_pb2.Match(id="small", start_frame=20), timeout=30)
+    first = await replay.read()
+    assert isinstance(first, soccer_pb2.Video) and first.frame_index == 20
+    live = soccer.Watch(soccer_pb2.Match(id="small", max_frames=1), timeout=30)
+    assert [v.frame_index async for v in live] == [0]
+    replay.cancel()
+    await eventually(no_captures)
+
+
 def published(index: int) -> Published:
     message = soccer_pb2.Video(frame_index=index).SerializeToString()
     return Published(index, {(soccer_pb2.RAW, 0): message})
