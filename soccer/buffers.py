@@ -11,9 +11,16 @@ What gRPC holds is reserved when a stream is admitted, from the size the match's
 will have, so a burst of viewers that all stall at once cannot overshoot the budget: the
 stream that would is refused at once. While the budget is spent, viewers that fell behind
 skip to the newest frame instead of queueing more, and hubs keep a shorter backlog.
+
+One client identity may hold at most its share of those reservations
+(SOCCER_CLIENT_BUFFER_MIB). The share bounds what its streams cost in CPU as much as in
+memory: a client that stops reading still takes what its flow-control windows accept (about
+seven 2.7 MB raw frames per stream, measured), each sent and encrypted by the server, so
+under a flood of stalled raw streams the share, not the stream count, is what keeps the
+other clients' viewers in real time.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from api import soccer_pb2
 from soccer.video import Encoding, VideoInfo
@@ -33,6 +40,9 @@ class Buffers:
     limit: int
     setting: str = "SOCCER_BUFFER_MIB"
     used: int = 0
+    # What one client may have reserved at once; None: no share of its own.
+    per_client: int | None = None
+    _reserved: dict[str, int] = field(default_factory=dict)
 
     def add(self, size: int) -> None:
         self.used += size
@@ -44,12 +54,27 @@ class Buffers:
     def spent(self) -> bool:
         return self.used >= self.limit
 
-    def reserve(self, size: int) -> str | None:
-        """Count `size` bytes for a new stream; None when done, else why not (nothing taken)."""
+    def reserve(self, size: int, client: str = "") -> str | None:
+        """Count `size` bytes for a new stream of `client`; None when done, else why not
+        (nothing taken)."""
         if self.used + size > self.limit:
             return self.refusal()
+        held = self._reserved.get(client, 0)
+        if self.per_client is not None and held + size > self.per_client:
+            return (
+                f"soccer frame buffers: client {client!r} holds {held / MiB:.0f} of its "
+                f"{self.per_client / MiB:.0f} MiB (SOCCER_CLIENT_BUFFER_MIB)"
+            )
         self.used += size
+        self._reserved[client] = held + size
         return None
+
+    def unreserve(self, size: int, client: str = "") -> None:
+        """Give back what `reserve` counted for a stream of `client`."""
+        self.used -= size
+        held = self._reserved.pop(client, 0) - size
+        if held > 0:
+            self._reserved[client] = held
 
     def refusal(self) -> str:
         return (

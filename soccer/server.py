@@ -37,17 +37,19 @@ Context = ServicerContext[soccer_pb2.Match, soccer_pb2.Video]
 @dataclass(frozen=True)
 class SoccerSettings:
     videos_dir: Path = setting(Path("videos"), "SOCCER_VIDEOS_DIR", "where <id>.mp4 live")
-    # Sized for a 768 MiB container: a 720p decoder holds 15-20 MB (FFmpeg's frames and
-    # threads) and takes about a third of a core in real time.
+    # Sized for a container of one CPU and 768 MiB: a 720p decoder holds 15-20 MB (FFmpeg's
+    # frames and threads) and takes about a third of a core in real time, so three decoding
+    # at once is what one CPU keeps in real time (a hub whose viewers all stopped reading
+    # pauses and costs none).
     max_decoders: int = setting(
-        8,
+        3,
         "SOCCER_MAX_DECODERS",
         "decoders at once: broadcast hubs (joining a running one costs none) plus unpaced "
         "viewers (one each); a viewer that needs one more gets RESOURCE_EXHAUSTED",
         minimum=1,
     )
     max_decoders_per_client: int = setting(
-        4,
+        2,
         "SOCCER_MAX_DECODERS_PER_CLIENT",
         "decoders at once started by one client identity (certificate)",
         minimum=1,
@@ -65,6 +67,14 @@ class SoccerSettings:
         "SOCCER_BUFFER_MIB",
         "MiB of frames held for all viewers: backlogs, queues and a frame in flight per "
         "stream, reserved when it starts; a stream that would exceed it gets "
+        "RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    client_buffer_mib: float = setting(
+        80.0,
+        "SOCCER_CLIENT_BUFFER_MIB",
+        "MiB of SOCCER_BUFFER_MIB one client identity may hold: its streams' reservations "
+        "(about 8 MiB per raw 720p stream, 0.5 MiB per JPEG one); over it a stream gets "
         "RESOURCE_EXHAUSTED",
         minimum=1,
     )
@@ -112,7 +122,9 @@ class Soccer(Service):
                 "SOCCER_MAX_DECODERS",
                 settings.max_decoders_per_client,
             ),
-            Buffers(int(settings.buffer_mib * MiB)),
+            Buffers(
+                int(settings.buffer_mib * MiB), per_client=int(settings.client_buffer_mib * MiB)
+            ),
             int(settings.viewer_buffer_mib * MiB),
         )
 
@@ -163,13 +175,13 @@ class Soccer(Service):
                 f"({info.frame_count} frames)",
             )
         frame = frame_bytes(info, request.encoding)
-        refused = self.hubs.buffers.reserve(frame * IN_FLIGHT_MESSAGES)
+        refused = self.hubs.buffers.reserve(frame * IN_FLIGHT_MESSAGES, client)
         if refused is not None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         try:
             await self._watch(request, context, path, start, info.fps, client, frame)
         finally:
-            self.hubs.buffers.remove(frame * IN_FLIGHT_MESSAGES)
+            self.hubs.buffers.unreserve(frame * IN_FLIGHT_MESSAGES, client)
 
     def _refusal(self, path: Path, start: int | None, unpaced: bool, client: str) -> str | None:
         if self.hubs.buffers.spent:

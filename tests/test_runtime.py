@@ -540,7 +540,7 @@ def test_help_documents_every_setting_and_its_variable() -> None:
         "cheese": ["CHEESE_PREP_SECONDS"],
         "movie": ["MOVIE_CATALOGUE", "MOVIE_RELOAD_SECONDS"],
         "soccer": ["SOCCER_VIDEOS_DIR", "SOCCER_MAX_DECODERS", "SOCCER_MAX_DECODERS_PER_CLIENT",
-                   "SOCCER_VIEWER_BUFFER_MIB", "SOCCER_BUFFER_MIB"],
+                   "SOCCER_VIEWER_BUFFER_MIB", "SOCCER_BUFFER_MIB", "SOCCER_CLIENT_BUFFER_MIB"],
     }.items():  # fmt: skip
         result = subprocess.run(
             [sys.executable, "-m", service, "--help"],

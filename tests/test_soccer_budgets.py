@@ -148,6 +148,26 @@ async def test_frame_buffers_refuse_a_stream_they_cannot_hold_and_are_all_given_
         await until(lambda: service.hubs.buffers.used == 0 and decoders(server) == 0)
 
 
+async def test_one_client_holds_at_most_its_share_of_the_frame_buffers(
+    pki: Path, videos: Path, connect: Connect
+) -> None:
+    """A raw 720p stream of `demo` reserves about 7.9 MiB: with a 10 MiB share, one client
+    gets one such stream and another client still gets its own."""
+    async with soccer_budgets(pki, videos, buffer_mib=100, client_buffer_mib=10) as server:
+        soccer = stub(connect, server, pki)
+        first = await started(soccer, soccer_pb2.Match(id="demo"))
+        details = await refused(soccer.Watch(soccer_pb2.Match(id="demo"), timeout=30).read())
+        assert details.startswith("soccer frame buffers: client 'client' holds 8 of its 10 MiB")
+        assert details.endswith("(SOCCER_CLIENT_BUFFER_MIB)")
+        other = await started(stub(connect, server, pki, "other"), soccer_pb2.Match(id="demo"))
+        await ended(server, first + other)
+        service = server.services[0]
+        assert isinstance(service, Soccer)
+        await until(lambda: service.hubs.buffers.used == 0)
+        again = await started(soccer, soccer_pb2.Match(id="demo"))
+        await ended(server, again)
+
+
 async def _frames(soccer: Stub, match: soccer_pb2.Match) -> list[soccer_pb2.Video]:
     return [v async for v in soccer.Watch(match, timeout=60)]
 
@@ -192,4 +212,5 @@ def test_decoders_per_client_cannot_exceed_the_servers(videos: Path) -> None:
 def test_soccer_sizes_its_stream_budget_for_its_viewers() -> None:
     server, own = load_settings(PROGRAM, [])
     assert (server.max_streams, server.max_streams_per_client) == (500, 250)
-    assert (own.max_decoders, own.max_decoders_per_client) == (8, 4)
+    assert (own.max_decoders, own.max_decoders_per_client) == (3, 2)
+    assert own.client_buffer_mib == 80
