@@ -145,8 +145,8 @@ ps: ## the services and their health
 	$(COMPOSE) ps
 
 .PHONY: e2e
-e2e: venv base-image ## end to end over the compose network (from docker compose up), then down
-	scripts/stack-test.sh
+e2e: venv base-image browser ## end to end over the compose network (from docker compose up, with observability), then down
+	COMPOSE_PROFILES=observability scripts/stack-test.sh
 
 # Faults under load on the stack; the movie catalogue is a scratch copy the test replaces.
 .PHONY: chaos

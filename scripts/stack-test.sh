@@ -6,17 +6,26 @@
 # In CI (CI set) the checkout must be a fresh clone: no PKI in certs/ and no videos/, so that
 # `up` is proven to build and create everything a new user lacks. Elsewhere the existing PKI
 # and videos are used as they are, as they would be for a user.
+#
+# COMPOSE_PROFILES=observability (make e2e sets it) adds Prometheus and Jaeger to the stack
+# and points the servers' and the client's traces at Jaeger, as `make observability` does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ ,${COMPOSE_PROFILES:-}, == *,observability,* ]]; then
+  export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://jaeger:4317}
+fi
+# A --profile flag replaces COMPOSE_PROFILES, so ps, logs and down name every profile.
+every_profile=(--profile tools --profile observability)
 
 teardown() {
   local status=$?
   if ((status != 0)); then
     echo "stack-test failed (exit $status): the services' logs follow" >&2
-    docker compose --profile tools ps -a >&2 || true
-    docker compose --profile tools logs --no-color --timestamps >&2 || true
+    docker compose "${every_profile[@]}" ps -a >&2 || true
+    docker compose "${every_profile[@]}" logs --no-color --timestamps >&2 || true
   fi
-  docker compose --profile tools down --volumes --remove-orphans >/dev/null 2>&1 || true
+  docker compose "${every_profile[@]}" down --volumes --remove-orphans >/dev/null 2>&1 || true
   exit "$status"
 }
 trap teardown EXIT
