@@ -21,9 +21,10 @@ clock only runs while somebody watches, so a client that opens streams and never
 holds a decoder (counted in its budget) but not the CPU that viewers who read need.
 
 A hub is a decoder, the scarce thing here: it is taken from the server's decoder budget
-(charged to the client whose call started it) when it starts and given back when it is
-dropped; joining a running hub costs none. Backlogs and queues count against the server's
-frame buffers (soccer/buffers.py).
+(charged to the client whose call started it) when it starts and given back when its last
+viewer leaves or its match ends, whichever comes first: viewers that stopped reading before
+the end must not keep a finished hub's decoder; joining a running hub costs none. Backlogs
+and queues count against the server's frame buffers (soccer/buffers.py).
 """
 
 import asyncio
@@ -217,11 +218,16 @@ class Hub:
         owner: str = "",
         *,
         live: bool = False,
+        ended: Callable[["Hub"], None] | None = None,
     ) -> None:
         self.key = key
         self.start_frame = start_frame
         # Started by a viewer that named no start frame: the broadcast live viewers join.
         self.live = live
+        # Told once when the match ends (on the loop), while viewers may still be reading.
+        self._ended = ended
+        # Set once the hub's decoder went back to the budget.
+        self.released = False
         self._loop = loop
         self._buffers = buffers or Buffers(2**62)
         # Bounds each viewer's queue and the backlog alike.
@@ -310,6 +316,8 @@ class Hub:
     def _publish(self, item: Published | _End) -> None:
         if isinstance(item, _End):
             self.ended = True
+            if self._ended is not None:
+                self._ended(self)
         else:
             if not self._stop.is_set():  # a stopped hub has given its backlog back
                 self._backlog.append(item)
@@ -431,19 +439,27 @@ class Hubs:
                 self._viewer_bytes,
                 client,
                 live=start_frame is None,
+                ended=self._release,
             )
             self._hubs.setdefault(path, []).append(hub)
         return hub, hub.join(fmt, start_frame, queue_frames)
 
     def leave(self, hub: Hub, viewer: Viewer) -> None:
-        if hub.leave(viewer) or hub.ended:
-            hubs = self._hubs.get(hub.key, [])
-            if hub in hubs and not hub.viewers:
-                hubs.remove(hub)
-                hub.stop()  # gives its backlog back, if the match ended by itself
-                self.decoders.give_back(hub.owner)
-            if not hubs:
-                self._hubs.pop(hub.key, None)
+        if hub.leave(viewer) or (hub.ended and not hub.viewers):
+            hub.stop()  # gives its backlog back, if the match ended by itself
+            self._release(hub)
+
+    def _release(self, hub: Hub) -> None:
+        """`hub` takes no more viewers and its decoder goes back, once."""
+        if hub.released:
+            return
+        hub.released = True
+        hubs = self._hubs.get(hub.key, [])
+        if hub in hubs:
+            hubs.remove(hub)
+        if not hubs:
+            self._hubs.pop(hub.key, None)
+        self.decoders.give_back(hub.owner)
 
     def stop_all(self) -> None:
         for hubs in self._hubs.values():

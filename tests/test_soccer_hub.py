@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
+from grpckit.budgets import Budget
 from soccer import hub as hub_module
-from soccer.hub import Hub, Published, Viewer
+from soccer.hub import Hub, Hubs, Published, Viewer
 from soccer.video import OpenCaptures
 from tests.conftest import Connect, client_tls, eventually
 from tests.test_soccer import soccer_server
@@ -131,6 +132,29 @@ async def test_a_hub_whose_viewers_all_stopped_reading_pauses_until_one_reads(
     assert indexes[-(30 - at) :] == list(range(at, 30))
     assert hub.paused_at is None
     hub.stop()
+    await eventually(no_captures)
+
+
+async def test_a_finished_match_gives_its_decoder_back_though_a_viewer_stopped_reading(
+    videos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Viewers that stop reading before the end must not keep the decoder of a hub whose
+    match is over: another client would be refused a decoder nobody uses. (Another viewer
+    that reads keeps such a hub going to the end; here the pause is put off instead.)"""
+    monkeypatch.setattr(hub_module, "STALLED_SECONDS", 3600)
+    decoders = Budget.of("decoders", 1, "DECODERS", 1)
+    hubs = Hubs(decoders)
+    hub, stalled = hubs.watch(videos / "small.mp4", (soccer_pb2.JPEG, 80), None, client="a")
+    assert decoders.refusal("b") is not None
+
+    async def match_over() -> None:
+        assert hub.ended
+
+    await eventually(match_over)
+    assert stalled.queue, "the viewer read nothing, so its frames are still queued"
+    assert decoders.refusal("b") is None
+    hubs.leave(hub, stalled)  # leaving later gives nothing back twice
+    assert decoders.refusal("b") is None and decoders.total.in_use == 0
     await eventually(no_captures)
 
 
