@@ -33,6 +33,7 @@ from tests.stress.conftest import (
     Served,
     State,
     memory_mib,
+    normal_priority,
     own_channel,
     report,
     states,
@@ -131,6 +132,7 @@ class Legitimate:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.stress.legitimate", str(tls.ca), str(tls.cert),
             str(tls.key), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            preexec_fn=normal_priority,
         )  # fmt: skip
         try:
             assert process.stdout is not None
