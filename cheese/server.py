@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpc.aio import ServicerContext
+from opentelemetry import metrics
 
 from api import cheese_pb2, cheese_pb2_grpc
 from grpckit.service import Program, Service
@@ -24,6 +25,11 @@ AGE_MONTHS: dict[int, tuple[int, int]] = {
     cheese_pb2.ROQUEFORT: (3, 9),
     cheese_pb2.CANASTRA: (1, 6),
 }
+
+_orders = metrics.get_meter("cheese").create_counter(
+    "cheese.orders", description="cheeses served, by type"
+)
+_LABELS = {value: {"type": name} for name, value in cheese_pb2.CheeseType.items()}
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Cheese(cheese_pb2_grpc.CheeseServiceServicer, Service):
         if self._prep_seconds:
             # A timer, not a thread: cancellation by the caller interrupts it at once.
             await asyncio.sleep(self._prep_seconds)
+        _orders.add(1, _LABELS[request.type])
         return cheese_pb2.Cheese(age=self._rng.randint(*ages), type=request.type)
 
 

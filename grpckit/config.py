@@ -127,6 +127,18 @@ class ServerSettings:
         "streams served at once for one client identity (certificate)",
         minimum=1,
     )
+    metrics: bool = setting(
+        True,
+        "METRICS",
+        "gRPC's and the services' metrics, served as /metrics on HEALTH_PORT (Prometheus "
+        "text); off records nothing",
+    )
+    grpc_metrics: bool = setting(
+        False,
+        "GRPC_METRICS",
+        "with METRICS, gRPC's own per-method call metrics too (grpcio-observability); off by "
+        "default: its 1.85.0 export thread can deadlock the process (README, Metrics)",
+    )
     handshake_timeout: float = setting(
         10.0,
         "HANDSHAKE_TIMEOUT",

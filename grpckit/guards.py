@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc.aio import ServicerContext
 
+from grpckit import metrics
 from grpckit.authz import Authorization, peer_of
 from grpckit.budgets import Budget
 
@@ -29,7 +30,7 @@ Refusal = tuple[grpc.StatusCode, str]
 class Guard:
     """Authorization before budgets, so a call the policy refuses spends no budget."""
 
-    __slots__ = ("_authorization", "_budget", "_method")
+    __slots__ = ("_authorization", "_budget", "_denied", "_exhausted", "_method")
 
     def __init__(
         self, method: str, authorization: Authorization | None, budget: Budget | None
@@ -38,6 +39,10 @@ class Guard:
         # Read at each call, not kept here: a reload replaces the policy.
         self._authorization = authorization
         self._budget = budget
+        # grpckit_refusals_total's labels; grpc_method named as gRPC's own metrics name it.
+        name = method.lstrip("/")
+        self._denied = {"reason": "authz", "grpc_method": name}
+        self._exhausted = {"reason": "budget", "grpc_method": name}
 
     def admit(self, context: Context) -> tuple[str | None, Refusal | None]:
         """(the identity to `give_back` with, or None when nothing was taken; None) when the
@@ -46,12 +51,14 @@ class Guard:
         if self._authorization is not None:
             denied = self._authorization.refusal(self._method, peer, context)
             if denied is not None:
+                metrics.refusals.add(1, self._denied)
                 return None, (grpc.StatusCode.PERMISSION_DENIED, denied)
         if self._budget is None:
             return None, None
         identity = peer.name
         refused = self._budget.take(identity)
         if refused is not None:
+            metrics.refusals.add(1, self._exhausted)
             return None, (grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return identity, None
 

@@ -37,7 +37,7 @@ from typing import Any, TypeAlias, cast
 import grpc
 from grpc.aio import ServicerContext
 
-from grpckit import cancellation, decoding
+from grpckit import cancellation, decoding, metrics
 from grpckit.access_log import AccessLogger
 from grpckit.authz import Authorization
 from grpckit.budgets import CallBudgets
@@ -75,6 +75,7 @@ class Calls:
         handler = self._handlers.get(method)
         if handler is None:
             handler = self._handlers[method] = self._assemble(method, found)
+            metrics.SERVED.add(method[1:])
         return handler
 
     def _guard(self, method: str, handler: Handler, guarded: bool) -> Guard | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from grpckit import logs
+from grpckit import logs, metrics
 from grpckit.config import ServerSettings
 from grpckit.loop import run as run_loop
 from grpckit.server import Server
@@ -60,6 +60,9 @@ def main(program: Program[Any], argv: Sequence[str] | None = None) -> int:
     logs.configure(server.log_level, server.replica)
 
     def worker() -> int:
+        # In each worker, after the fork: gRPC's metrics thread would not survive one.
+        if server.metrics:
+            metrics.install(program.name, server.replica, grpc_plugin=server.grpc_metrics)
         return run_loop(_serve(program, server, own), server.event_loop)
 
     return worker() if server.workers == 1 else run_workers(server.workers, worker)

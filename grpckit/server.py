@@ -3,7 +3,8 @@
 Health: NOT_SERVING from the start until every service has started, and again as soon as
 shutdown begins, so load balancers and compose stop sending work first. The same health
 service can also be served alone, in plaintext, on a maintenance port: Kubernetes' native
-gRPC probes cannot present a client certificate.
+gRPC probes cannot present a client certificate. Prometheus reads `/metrics` there too
+(grpckit/maintenance.py).
 """
 
 import asyncio
@@ -15,11 +16,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from grpckit import memory
+from grpckit import memory, metrics
 from grpckit.authz import Authorization, PolicyError
 from grpckit.budgets import CallBudgets
 from grpckit.config import ServerSettings
 from grpckit.interceptors import Calls, Registrar
+from grpckit.maintenance import Maintenance
 from grpckit.options import server_options
 from grpckit.service import BackgroundTasks, Service, StartupError
 from grpckit.tls import server_credentials
@@ -45,7 +47,7 @@ class Server:
         self.port = 0
         self.health_port: int | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._maintenance: grpc.aio.Server | None = None
+        self._maintenance: Maintenance | None = None
         self._stopped: asyncio.Future[None] | None = None
 
     @property
@@ -58,6 +60,11 @@ class Server:
         StartupError when a port cannot be bound, a TLS file cannot be read or a service
         cannot start; the server is stopped again by then.
         """
+        if self.settings.metrics:
+            # Before any gRPC server exists: gRPC's plugin applies to those made after it.
+            metrics.install(
+                "grpckit", self.settings.replica, grpc_plugin=self.settings.grpc_metrics
+            )
         try:
             self._authorize()
             await self._listen()
@@ -121,17 +128,20 @@ class Server:
             except OSError as error:
                 raise StartupError(f"cannot read TLS files: {error}") from None
             self.port = _bind(self._grpc, settings.address, credentials)
-        if settings.health_port is not None:
-            # Health only, no business RPC and no reflection: plaintext is acceptable there.
-            self._maintenance = grpc.aio.server()
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._maintenance)
-            self.health_port = _bind(
-                self._maintenance, f"{settings.host}:{settings.health_port}", None
-            )
         await self._set_health(NOT_SERVING)
         await self._grpc.start()
-        if self._maintenance is not None:
-            await self._maintenance.start()
+        if settings.health_port is not None:
+            # Health only, no business RPC and no reflection: plaintext is acceptable there.
+            health_only = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_only)
+            self._maintenance = Maintenance(health_only, serve_metrics=settings.metrics)
+            address = f"{settings.host}:{settings.health_port}"
+            try:
+                self.health_port = await self._maintenance.start(
+                    settings.host, settings.health_port
+                )
+            except (OSError, RuntimeError) as error:
+                raise StartupError(f"cannot listen on {address} (in use?): {error}") from None
         log.info(
             "listening",
             extra={
@@ -187,7 +197,7 @@ class Server:
             await self._grpc.stop(grace)
         if self._maintenance is not None:
             # Last, so probes see NOT_SERVING, not a refused connection, while calls finish.
-            await self._maintenance.stop(None)
+            await self._maintenance.stop()
         await self.tasks.cancel()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 from grpc.aio import ServicerContext
+from opentelemetry import metrics
 
 from api import movie_pb2, movie_pb2_grpc
 from grpckit.service import BackgroundTasks, Program, Service, StartupError
@@ -19,6 +20,13 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = movie_pb2.DESCRIPTOR.services_by_name["Movie"].full_name
 DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "movies.json"
+
+_meter = metrics.get_meter("movie")
+_movies = _meter.create_gauge("movie.catalogue.movies", description="movies in the catalogue")
+_reloads = _meter.create_counter(
+    "movie.catalogue.reloads", description="catalogue files read after a change: ok or rejected"
+)
+_OK, _REJECTED = {"result": "ok"}, {"result": "rejected"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class CatalogueFile:
         self.path = path
         self._stamp = self._read_stamp()
         self.current = catalogue.load(path)
+        _movies.set(len(self.current.movies))
 
     def _read_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -57,10 +66,13 @@ class CatalogueFile:
         try:
             fresh = await asyncio.to_thread(catalogue.load, self.path)
         except CatalogueError as error:
+            _reloads.add(1, _REJECTED)
             log.error(
                 "catalogue rejected, still serving the last good one", extra={"error": str(error)}
             )
             return False
+        _reloads.add(1, _OK)
+        _movies.set(len(fresh.movies))
         self.current = fresh
         log.info("catalogue reloaded", extra={"path": str(self.path), "movies": len(fresh.movies)})
         return True

@@ -10,10 +10,12 @@ import grpc
 from grpc.aio import ServicerContext
 
 from api import soccer_pb2
+from grpckit import metrics as runtime_metrics
 from grpckit.authz import peer_of
 from grpckit.budgets import Budget
 from grpckit.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
+from soccer import metrics
 from soccer.buffers import IN_FLIGHT_MESSAGES, Buffers, MiB, frame_bytes
 from soccer.hub import DecodersSpent, Format, Hubs, HubStopped
 from soccer.video import (
@@ -30,6 +32,8 @@ from soccer.video import (
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = soccer_pb2.DESCRIPTOR.services_by_name["Soccer"].full_name
+# Refusals of soccer's own budgets (decoders, frame buffers), beside the runtime's.
+_REFUSED = {"reason": "budget", "grpc_method": f"{SERVICE_NAME}/Watch"}
 
 Context = ServicerContext[soccer_pb2.Match, soccer_pb2.Video]
 
@@ -127,6 +131,7 @@ class Soccer(Service):
             ),
             int(settings.viewer_buffer_mib * MiB),
         )
+        metrics.watch(self.hubs)
 
     async def start(self, tasks: BackgroundTasks) -> None:
         if not self._videos_dir.is_dir():
@@ -163,7 +168,7 @@ class Soccer(Service):
         # Before any capture is opened, even the probe's.
         refused = self._refusal(path, start, request.unpaced, client)
         if refused is not None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+            await _refuse(context, refused)
         try:
             info = await asyncio.to_thread(probe, path)
         except VideoUnreadableError as error:
@@ -177,7 +182,7 @@ class Soccer(Service):
         frame = frame_bytes(info, request.encoding)
         refused = self.hubs.buffers.reserve(frame * IN_FLIGHT_MESSAGES, client)
         if refused is not None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+            await _refuse(context, refused)
         try:
             await self._watch(request, context, path, start, info.fps, client, frame)
         finally:
@@ -205,17 +210,22 @@ class Soccer(Service):
         stream = _Stream(
             context, request.max_frames, self._stopping, start or 0, self.hubs.buffers, frame
         )
+        stream.tally = metrics.TALLIES[request.encoding]
+        labels = metrics.LABELS[request.encoding]
+        metrics.viewers.add(1, labels)
         try:
             if request.unpaced:
                 await self._unpaced(stream, path, start or 0, fmt, fps, client)
             else:
                 await self._live(stream, path, start, fmt, client)
         except DecodersSpent as refused:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refused))
+            await _refuse(context, str(refused))
         except VideoUnreadableError as error:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
         except HubStopped:
             pass
+        finally:
+            metrics.viewers.add(-1, labels)
         if stream.complete:
             return
         if self._stopping.is_set():
@@ -232,8 +242,12 @@ class Soccer(Service):
         self, stream: "_Stream", path: Path, start: int | None, fmt: Format, client: str
     ) -> None:
         hub, viewer = self.hubs.watch(path, fmt, start, client=client)
+        tally = stream.tally
         try:
             while (message := await viewer.next()) is not None:
+                if viewer.skipped != stream.skipped:
+                    tally.skipped += viewer.skipped - stream.skipped
+                    stream.skipped = viewer.skipped
                 if not await stream.send(viewer.next_index - 1, message):
                     return
         finally:
@@ -264,6 +278,11 @@ class Soccer(Service):
             self.hubs.decoders.give_back(client)
 
 
+async def _refuse(context: Context, refusal: str) -> None:
+    runtime_metrics.refusals.add(1, _REFUSED)
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+
+
 class _Stream:
     """One Watch call's writes: counts them, honours max_frames, stops on shutdown, and
     remembers the frame to resume from."""
@@ -285,6 +304,9 @@ class _Stream:
         self._max_frames = max_frames
         self._stopping = stopping
         self.sent = 0
+        # Frames skipped so far (a live viewer's count), and the process's counts to add to.
+        self.skipped = 0
+        self.tally = metrics.Tally()
         # The next frame this viewer would get: where a client resumes after a shutdown.
         self.next_index = next_index
 
@@ -300,6 +322,7 @@ class _Stream:
         finally:
             self._buffers.remove(excess)
         self.sent += 1
+        self.tally.sent += 1
         self.next_index = index + 1
         return not self.complete
 

@@ -9,6 +9,7 @@ import functools
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from api import soccer_pb2
+from soccer import metrics
 
 MATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_JPEG_QUALITY = 80
@@ -119,6 +121,15 @@ def encode(
     frame: Frame, encoding: Encoding, quality: int, index: int, fps: float
 ) -> soccer_pb2.Video:
     """The Video message for frame `index` of a video playing at `fps`."""
+    started = time.perf_counter()
+    video = _encode(frame, encoding, quality, index, fps)
+    metrics.encode_duration.record(time.perf_counter() - started, metrics.LABELS[encoding])
+    return video
+
+
+def _encode(
+    frame: Frame, encoding: Encoding, quality: int, index: int, fps: float
+) -> soccer_pb2.Video:
     height, width = frame.shape[:2]
     if encoding == soccer_pb2.JPEG:
         ok, buffer = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
