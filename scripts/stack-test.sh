@@ -37,6 +37,9 @@ if [[ -n ${CI:-} && ( -n $pki || -e videos ) ]]; then
 fi
 echo "stack-test: starting from ${pki:+an existing PKI}${pki:-no PKI}, $([[ -e videos/demo.mp4 ]] && echo "the existing demo video" || echo "no demo video")"
 
+# `up` builds only images that do not exist yet: images of an older checkout, under the same
+# tags, would be tested instead of this one. Built from the cache, this takes seconds.
+docker compose build --quiet
 started=$SECONDS
 docker compose up -d --wait
 echo "stack-test: docker compose up -d --wait: healthy in $((SECONDS - started)) s"
