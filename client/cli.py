@@ -27,12 +27,17 @@ from client.common import (
 from client.load import CALLERS, run_load
 from client.smoke import run_smoke
 from client.watch import run_watch
+from grpckit import tracing
 from grpckit.channel import ClientTls, open_channel
+from grpckit.settings import UsageError
 
 EXIT_RPC = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 CHEESES = cheese_pb2.CheeseType.keys()
+# Seconds the spans left at exit may take to leave (see start_tracing).
+EXPORT_TIMEOUT = 2.0
+TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -272,6 +277,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(target, client_tls(args), args.timeout)
 
 
+def start_tracing() -> None:
+    """The client's spans start the traces the servers continue, when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set (grpckit/tracing.py); they leave at exit, when the
+    batch processor flushes. A command must not hang for the exporter's 10 s default when
+    the collector is away: EXPORT_TIMEOUT, unless OpenTelemetry's variables say otherwise."""
+    try:
+        traces = tracing.settings()
+    except UsageError as error:
+        raise ClientError(str(error), EXIT_USAGE) from None
+    timeout = None if any(os.environ.get(name) for name in TIMEOUT_VARIABLES) else EXPORT_TIMEOUT
+    tracing.install("client", tracing.replica_name(), traces, export_timeout=timeout)
+
+
 def fail(message: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code
@@ -284,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     try:
         settings = settings_from(args)
+        start_tracing()
         run: Command = args.run
         return asyncio.run(run(settings, args))
     except grpc.aio.AioRpcError as error:

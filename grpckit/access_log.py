@@ -1,4 +1,5 @@
-"""One log line per call: method, peer, client certificate name, final code, duration.
+"""One log line per call: method, peer, client certificate name, final code, duration, and
+with tracing on the call's trace id.
 
 The code is what the client got. A call the client cancelled is CANCELLED at INFO, even when
 the handler noticed it as a failed write (a viewer that leaves mid-frame makes
@@ -68,17 +69,28 @@ class AccessLogger:
     def begin(self, context: Context) -> Entry:
         return Entry(context)
 
-    def end(self, method: str, context: Context, entry: Entry, error: BaseException | None) -> None:
+    def end(
+        self,
+        method: str,
+        context: Context,
+        entry: Entry,
+        error: BaseException | None,
+        trace_id: str | None = None,
+    ) -> None:
         code = final_code(context, error)
         if code is grpc.StatusCode.OK and self.errors_only:
             return
-        fields = {
+        fields: dict[str, Any] = {
             "method": method,
             "peer": entry.peer,
             "client": entry.client,
             "code": code.name,
             "duration_ms": round((time.perf_counter() - entry.start) * 1000, 3),
         }
+        if trace_id is not None:
+            # Given, not read from the current span: the line is written as the call's span
+            # ends, and an abandoned stream can end in another task's context.
+            fields["trace_id"] = trace_id
         if code is grpc.StatusCode.UNKNOWN:
             log.error("call", extra=fields, exc_info=error)
             return

@@ -1,10 +1,12 @@
-"""Client channels with the project's settings: mutual TLS, message limits, retries."""
+"""Client channels with the project's settings: mutual TLS, message limits, retries, and a
+client span per call when tracing is on (grpckit/trace_client.py)."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from grpckit import trace_client
 from grpckit.options import CHANNEL_OPTIONS, ChannelOptions
 from grpckit.tls import channel_credentials
 
@@ -27,14 +29,21 @@ def open_channel(
     It sends calls only to servers that report SERVING. Tools that ask about health
     themselves (probes, `client health`) pass `watch_health=False`, or a NOT_SERVING
     server would look unreachable to them instead of answering NOT_SERVING.
+
+    Whether its calls are traced is decided here, once: with tracing off the channel has no
+    interceptor at all.
     """
     options: ChannelOptions = list(CHANNEL_OPTIONS)
     if not watch_health:
         options.append(("grpc.inhibit_health_checking", 1))
+    interceptors = trace_client.interceptors()
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return grpc.aio.secure_channel(
-        target, channel_credentials(tls.ca, tls.cert, tls.key), options=options
+        target,
+        channel_credentials(tls.ca, tls.cert, tls.key),
+        options=options,
+        interceptors=interceptors,
     )

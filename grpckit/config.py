@@ -25,6 +25,40 @@ class LogLevel(enum.StrEnum):
     ERROR = "ERROR"
 
 
+class TraceSampler(enum.StrEnum):
+    """OpenTelemetry's standard sampler names (OTEL_TRACES_SAMPLER), those the SDK has."""
+
+    ALWAYS_ON = "always_on"
+    ALWAYS_OFF = "always_off"
+    TRACEIDRATIO = "traceidratio"
+    PARENTBASED_ALWAYS_ON = "parentbased_always_on"
+    PARENTBASED_ALWAYS_OFF = "parentbased_always_off"
+    PARENTBASED_TRACEIDRATIO = "parentbased_traceidratio"
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """Tracing (grpckit/tracing.py), for servers and the client alike: OpenTelemetry's own
+    variables, read from the environment only (no flags: every OpenTelemetry SDK reads
+    them so, and an operator sets them once for the whole stack)."""
+
+    endpoint: str | None = setting(
+        None,
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTLP/gRPC collector for traces (http:// plaintext, https:// TLS); empty: no tracing",
+    )
+    sampler: TraceSampler = setting(
+        TraceSampler.PARENTBASED_ALWAYS_ON, "OTEL_TRACES_SAMPLER", "which calls are traced"
+    )
+    sampler_arg: float = setting(
+        1.0,
+        "OTEL_TRACES_SAMPLER_ARG",
+        "the ratio of traces kept by the *traceidratio samplers",
+        minimum=0,
+        maximum=1,
+    )
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     cert: Path

@@ -2,7 +2,8 @@
 here, in this order:
 
 1. in flight (grpckit/in_flight.py): the call is counted; a health watch is remembered so
-   that shutdown can end it.
+   that shutdown can end it. With tracing on (grpckit/tracing.py), its server span starts,
+   child of the caller's `traceparent`, and is current for the call.
 2. access log (grpckit/access_log.py): the call's start, peer and client are read, and its
    line is written when it ends, whatever ended it.
 3. served-by (grpckit/served_by.py): the replica's name goes into the response metadata
@@ -37,8 +38,8 @@ from typing import Any, TypeAlias, cast
 import grpc
 from grpc.aio import ServicerContext
 
-from grpckit import cancellation, decoding, metrics
-from grpckit.access_log import AccessLogger
+from grpckit import cancellation, decoding, metrics, tracing
+from grpckit.access_log import AccessLogger, final_code
 from grpckit.authz import Authorization
 from grpckit.budgets import CallBudgets
 from grpckit.config import AccessLog
@@ -208,15 +209,17 @@ class Calls:
 
 
 class _Observed:
-    """One call, counted and logged from its start to its end, whatever ends it."""
+    """One call, counted, traced and logged from its start to its end, whatever ends it."""
 
-    __slots__ = ("_access", "_calls", "_context", "_entry", "_method")
+    __slots__ = ("_access", "_calls", "_context", "_entry", "_method", "_span")
 
     def __init__(self, calls: Calls, method: str, context: Context) -> None:
         self._calls = calls
         self._method = method
         self._context = context
         calls.in_flight.count += 1
+        tracer = tracing.tracer()
+        self._span = None if tracer is None else tracing.begin(tracer, method, context)
         self._access = calls.access
         self._entry = self._access.begin(context) if self._access else None
 
@@ -226,8 +229,12 @@ class _Observed:
     def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
         self._calls.in_flight.count -= 1
         ended = None if error is None else cancellation.translated(error)
+        span = self._span
+        if span is not None:
+            tracing.end(span, final_code(self._context, ended))
         if self._access and self._entry:
-            self._access.end(self._method, self._context, self._entry, ended)
+            trace_id = None if span is None else tracing.trace_id(span)
+            self._access.end(self._method, self._context, self._entry, ended, trace_id)
         if ended is not error:
             raise cast(BaseException, ended) from error
 

@@ -5,6 +5,9 @@ costs more than the call it describes: a system call, and with it the GIL handed
 poller thread and taken back. So lines are written in batches: an INFO line waits at most
 `BATCH_SECONDS` for others to go with it, a WARNING or worse is written at once (with what
 waits before it), and so is everything at exit.
+
+A line written during a traced call carries the call's `trace_id` (grpckit/tracing.py makes
+the call's server span current for it), so a log search finds the trace and back.
 """
 
 import json
@@ -14,6 +17,8 @@ import sys
 import threading
 import time
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 BATCH_SECONDS = 0.05
 BATCH_BYTES = 64 * 1024
@@ -41,6 +46,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        if "trace_id" not in fields:
+            # Invalid (no trace id) outside a traced call, and always with tracing off.
+            span_context = trace.get_current_span().get_span_context()
+            if span_context.is_valid:
+                fields["trace_id"] = format(span_context.trace_id, "032x")
         if record.exc_info:
             fields["exception"] = self.formatException(record.exc_info)
         return self.line(

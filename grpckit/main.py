@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from grpckit import logs, metrics
+from grpckit import logs, metrics, tracing
 from grpckit.config import ServerSettings
 from grpckit.loop import run as run_loop
 from grpckit.server import Server
@@ -54,6 +54,8 @@ def main(program: Program[Any], argv: Sequence[str] | None = None) -> int:
     """Run `program` until a signal stops it; returns the exit code."""
     try:
         server, own = load_settings(program, argv)
+        # OpenTelemetry's own variables, from the environment only (TraceSettings).
+        traces = tracing.settings()
     except UsageError as error:
         print(usage_error(f"python -m {program.name}", error), file=sys.stderr)
         return 2
@@ -63,6 +65,8 @@ def main(program: Program[Any], argv: Sequence[str] | None = None) -> int:
         # In each worker, after the fork: gRPC's metrics thread would not survive one.
         if server.metrics:
             metrics.install(program.name, server.replica, grpc_plugin=server.grpc_metrics)
+        # Likewise the batch processor's export thread.
+        tracing.install(program.name, server.replica, traces)
         return run_loop(_serve(program, server, own), server.event_loop)
 
     return worker() if server.workers == 1 else run_workers(server.workers, worker)

@@ -1,6 +1,7 @@
 """Soccer: Watch streams a match's frames, decoded with OpenCV, paced like the broadcast."""
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import grpc
 from grpc.aio import ServicerContext
+from opentelemetry import trace
 
 from api import soccer_pb2
 from grpckit import metrics as runtime_metrics
@@ -226,6 +228,7 @@ class Soccer(Service):
             pass
         finally:
             metrics.viewers.add(-1, labels)
+            _traced_totals(stream)
         if stream.complete:
             return
         if self._stopping.is_set():
@@ -242,6 +245,12 @@ class Soccer(Service):
         self, stream: "_Stream", path: Path, start: int | None, fmt: Format, client: str
     ) -> None:
         hub, viewer = self.hubs.watch(path, fmt, start, client=client)
+        span = trace.get_current_span()
+        if span.is_recording():
+            # The hub's decodes and encodes serve every viewer of it (soccer/video.py): the
+            # trace says which hub, new or running, and from which frame.
+            joined = {"soccer.hub": "started" if hub.viewers == 1 else "joined"}
+            span.add_event("soccer.hub.joined", {**joined, "soccer.start_frame": viewer.next_index})
         tally = stream.tally
         try:
             while (message := await viewer.next()) is not None:
@@ -261,13 +270,19 @@ class Soccer(Service):
             raise DecodersSpent(refused)
         loop = asyncio.get_running_loop()
         reader = FrameReader(path)
+        # The reader works for this call alone: its calls run in the call's context, so that
+        # its decodes and encodes go on the call's span (soccer/video.py). One reader thread,
+        # one call at a time: the context is never entered twice at once.
+        run = contextvars.copy_context().run
         try:
             # Unpaced readers decode as fast as their client reads: behind the hubs, whose
             # viewers must get every frame on time, when the cores are busy.
             await loop.run_in_executor(reader.thread, yield_to_real_time)
-            await loop.run_in_executor(reader.thread, reader.open, start)
+            await loop.run_in_executor(reader.thread, run, reader.open, start)
             for index in itertools.count(start):
-                video = await loop.run_in_executor(reader.thread, reader.next, *fmt, index, fps)
+                video = await loop.run_in_executor(
+                    reader.thread, run, reader.next, *fmt, index, fps
+                )
                 if video is None or not await stream.send(index, video.SerializeToString()):
                     return
         finally:
@@ -276,6 +291,15 @@ class Soccer(Service):
             reader.thread.submit(reader.close)
             reader.thread.shutdown(wait=False)
             self.hubs.decoders.give_back(client)
+
+
+def _traced_totals(stream: "_Stream") -> None:
+    """What the viewer got, on the call's span: once a stream, not per frame."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(
+            {"soccer.frames_sent": stream.sent, "soccer.frames_skipped": stream.skipped}
+        )
 
 
 async def _refuse(context: Context, refusal: str) -> None:

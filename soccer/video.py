@@ -2,6 +2,16 @@
 
 Every call on a capture runs on the reader's own single thread: OpenCV captures are not
 thread-safe, and the event loop must never wait on decoding or encoding.
+
+An unpaced viewer's reader decodes and encodes for that viewer alone, so its work shows in
+the viewer's trace: soccer/server.py runs the reader's calls in the call's context, and with
+its span recording the reader adds span events to it: "soccer.decoder.opened" (how long
+opening and seeking took) and "soccer.frame" (decode and encode times, bytes) for the first
+`TRACED_FRAMES` frames. Those are the start-up a trace is read for; the steady state is
+in the metrics (soccer_encode_duration_seconds), and a stream of thousands of events would
+be cut by the SDK's limit (128 a span) anyway. Past them, or untraced, a frame costs one
+integer comparison more. The hubs' shared decodes and encodes serve many viewers at once and
+are no one viewer's: they are in no trace.
 """
 
 import contextlib
@@ -18,12 +28,15 @@ from typing import TypeAlias, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import trace
 
 from api import soccer_pb2
 from soccer import metrics
 
 MATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_JPEG_QUALITY = 80
+# Frames of an unpaced viewer that get a span event each (see the module's docstring).
+TRACED_FRAMES = 30
 
 Frame = npt.NDArray[np.uint8]
 Encoding: TypeAlias = soccer_pb2.Encoding.ValueType
@@ -165,6 +178,10 @@ def yield_to_real_time() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UNPACED_NICENESS)
 
 
+def _ms_since(start: float, end: float | None = None) -> float:
+    return round(((time.perf_counter() if end is None else end) - start) * 1000, 3)
+
+
 class FrameReader:
     """Decodes (and encodes) one video's frames off the event loop, on one thread."""
 
@@ -172,16 +189,47 @@ class FrameReader:
         self._path = path
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{path.stem}")
         self._capture: cv2.VideoCapture | None = None
+        # Frames still to trace: none unless the caller's span records.
+        self._untraced_from = 0
 
     def open(self, start_frame: int) -> None:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            self._capture = open_capture(self._path, start_frame)
+            return
+        started = time.perf_counter()
         self._capture = open_capture(self._path, start_frame)
+        opened = {"soccer.start_frame": start_frame, "soccer.open_ms": _ms_since(started)}
+        span.add_event("soccer.decoder.opened", opened)
+        self._untraced_from = start_frame + TRACED_FRAMES
 
     def next(
         self, encoding: Encoding, quality: int, index: int, fps: float
     ) -> soccer_pb2.Video | None:
         assert self._capture is not None
+        if index < self._untraced_from:
+            return self._traced_next(encoding, quality, index, fps)
         ok, frame = self._capture.read()
         return encode(cast(Frame, frame), encoding, quality, index, fps) if ok else None
+
+    def _traced_next(
+        self, encoding: Encoding, quality: int, index: int, fps: float
+    ) -> soccer_pb2.Video | None:
+        assert self._capture is not None
+        started = time.perf_counter()
+        ok, frame = self._capture.read()
+        if not ok:
+            return None
+        decoded = time.perf_counter()
+        video = encode(cast(Frame, frame), encoding, quality, index, fps)
+        event = {
+            "soccer.frame": index,
+            "soccer.decode_ms": _ms_since(started, decoded),
+            "soccer.encode_ms": _ms_since(decoded),
+            "soccer.bytes": len(video.data),
+        }
+        trace.get_current_span().add_event("soccer.frame", event)
+        return video
 
     def close(self) -> None:
         if self._capture is not None:

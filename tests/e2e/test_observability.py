@@ -276,7 +276,6 @@ def span_kind(span: dict[str, Any]) -> str | None:
     return next((tag["value"] for tag in span["tags"] if tag["key"] == "span.kind"), None)
 
 
-@pytest.mark.skip(reason="issue 13: tracing is not built yet (no spans are exported)")
 def test_one_trace_holds_the_client_span_and_the_server_span_of_a_call() -> None:
     """`client cheese order brie` in the client container: its span and cheese's span of the
     same call are in one trace, the server's a child of the client's (W3C traceparent)."""

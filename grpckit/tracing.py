@@ -1,0 +1,154 @@
+"""Traces: a server span per call, child of the caller's W3C `traceparent`, and a client span
+per call made through grpckit/channel.py (grpckit/trace_client.py), which sends it; both
+exported over OTLP/gRPC in batches.
+
+On only where OTEL_EXPORTER_OTLP_ENDPOINT names a collector (TraceSettings). Without one no
+provider is made and `tracer()` is None: the runtime starts no span, reads no metadata for
+one, and no channel gets an interceptor, so tracing costs one `is None` per call and nothing
+tries (and fails, in the logs) to export. With one, the sampler decides per trace; a span
+not sampled is the SDK's non-recording span (no attributes kept, nothing exported).
+
+The runtime's tracer is this module's, not only the API's global one: the global provider
+can be set once per process, and tests swap providers (`enable`).
+
+The server span is started in the runtime's one wrapper per call (grpckit/interceptors.py)
+and made current in the call's context: grpc.aio runs every call in a task of its own, so
+a handler's spans and span events (soccer's) go to it and the log lines written for the call
+carry its trace id (grpckit/logs.py). The context is never detached: it ends with the call's
+task, and detaching from another task (an abandoned stream closed by the garbage collector)
+would fail.
+"""
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from grpckit.config import TraceSampler, TraceSettings
+from grpckit.settings import parse
+
+# W3C trace context only: what every OpenTelemetry SDK sends by default, read without the
+# global composite propagator (baggage included) on every call.
+PROPAGATOR = TraceContextTextMapPropagator()
+_FIELDS = frozenset(PROPAGATOR.fields)
+
+_tracer: trace.Tracer | None = None
+
+
+def settings(environ: Mapping[str, str] | None = None) -> TraceSettings:
+    """The trace settings in the environment; UsageError for a bad value."""
+    found: TraceSettings = parse(
+        [TraceSettings], prog="tracing", description="", argv=[], environ=environ
+    )[0]
+    return found
+
+
+def sampler(settings: TraceSettings) -> Sampler:
+    ratio = TraceIdRatioBased(settings.sampler_arg)
+    return {
+        TraceSampler.ALWAYS_ON: ALWAYS_ON,
+        TraceSampler.ALWAYS_OFF: ALWAYS_OFF,
+        TraceSampler.TRACEIDRATIO: ratio,
+        TraceSampler.PARENTBASED_ALWAYS_ON: ParentBased(ALWAYS_ON),
+        TraceSampler.PARENTBASED_ALWAYS_OFF: ParentBased(ALWAYS_OFF),
+        TraceSampler.PARENTBASED_TRACEIDRATIO: ParentBased(ratio),
+    }[settings.sampler]
+
+
+def provider(service: str, replica: str, settings: TraceSettings) -> TracerProvider:
+    """A provider naming this process, sampling as `settings` say, with no processor yet."""
+    resource = Resource.create({"service.name": service, "service.instance.id": replica})
+    return TracerProvider(sampler=sampler(settings), resource=resource)
+
+
+def install(
+    service: str, replica: str, settings: TraceSettings, *, export_timeout: float | None = None
+) -> bool:
+    """Tracing on for this process, exporting to `settings.endpoint`; False (nothing done)
+    without an endpoint. Once per process, after any fork (the batch processor's thread).
+
+    `export_timeout` bounds each export, retries included, in seconds; None leaves it to
+    OTEL_EXPORTER_OTLP_TIMEOUT (10 s by default). The spans left at exit are exported then,
+    so an unreachable collector delays the exit by up to that long.
+    """
+    if settings.endpoint is None or _tracer is not None:
+        return False
+    # Imported here: the exporter's modules are needed only when traces leave the process.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter,
+    )
+
+    made = provider(service, replica, settings)
+    # http:// is plaintext, https:// TLS (the exporter decides by the scheme). The batch
+    # processor exports on its own thread; when the collector is slow or away, its queue
+    # (2048 spans) fills and new spans are dropped: a call never waits for the exporter.
+    exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=export_timeout)
+    made.add_span_processor(BatchSpanProcessor(exporter))
+    # Global too, so that other OpenTelemetry code in the process traces to the same place.
+    trace.set_tracer_provider(made)
+    enable(made)
+    return True
+
+
+def enable(tracer_provider: trace.TracerProvider | None) -> None:
+    """The runtime's spans go to `tracer_provider` from now on; None turns them off.
+    Channels opened before keep what they had (grpckit/channel.py)."""
+    global _tracer
+    _tracer = None if tracer_provider is None else tracer_provider.get_tracer("grpckit")
+
+
+def tracer() -> trace.Tracer | None:
+    """The runtime's tracer, or None when tracing is off."""
+    return _tracer
+
+
+def replica_name() -> str:
+    """A client's `service.instance.id`: its host (the container's id in compose)."""
+    return os.uname().nodename
+
+
+def begin(
+    server_tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext[Any, Any]
+) -> Span:
+    """A server span for a call to `method` ("/pkg.Service/Method"), child of the caller's
+    span when it sent one, and current for the rest of the call's task."""
+    carrier = {key: value for key, value in context.invocation_metadata() or () if key in _FIELDS}
+    parent = PROPAGATOR.extract(carrier) if carrier else None
+    service, _, name = method[1:].partition("/")
+    span = server_tracer.start_span(
+        method[1:],
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    )
+    otel_context.attach(trace.set_span_in_context(span))
+    return span
+
+
+def end(span: Span, code: grpc.StatusCode) -> None:
+    """The call's final code on its span, which ends; any code but OK is an error."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+    span.end()
+
+
+def trace_id(span: Span) -> str | None:
+    """The span's trace id as W3C writes it (32 hex digits); None when it has none."""
+    span_context = span.get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
