@@ -193,15 +193,13 @@ class FrameReader:
         self._untraced_from = 0
 
     def open(self, start_frame: int) -> None:
-        span = trace.get_current_span()
-        if not span.is_recording():
-            self._capture = open_capture(self._path, start_frame)
-            return
         started = time.perf_counter()
         self._capture = open_capture(self._path, start_frame)
-        opened = {"soccer.start_frame": start_frame, "soccer.open_ms": _ms_since(started)}
-        span.add_event("soccer.decoder.opened", opened)
-        self._untraced_from = start_frame + TRACED_FRAMES
+        span = trace.get_current_span()
+        if span.is_recording():
+            opened = {"soccer.start_frame": start_frame, "soccer.open_ms": _ms_since(started)}
+            span.add_event("soccer.decoder.opened", opened)
+            self._untraced_from = start_frame + TRACED_FRAMES
 
     def next(
         self, encoding: Encoding, quality: int, index: int, fps: float
