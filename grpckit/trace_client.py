@@ -48,11 +48,8 @@ class _Tracing:
         method = cast(str | bytes, details.method)
         # grpc.aio passes the method as bytes (grpc/grpc#31092); str in case that is fixed.
         name = (method.decode() if isinstance(method, bytes) else method)[1:]
-        service, _, short = name.partition("/")
         span = self._tracer.start_span(
-            name,
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": short},
+            name, kind=SpanKind.CLIENT, attributes=tracing.rpc_attributes(name)
         )
         metadata = Metadata(*tuple(details.metadata or ()))
         tracing.PROPAGATOR.inject(metadata, trace.set_span_in_context(span), _SETTER)

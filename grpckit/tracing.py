@@ -122,6 +122,12 @@ def replica_name() -> str:
     return os.uname().nodename
 
 
+def rpc_attributes(name: str) -> dict[str, str]:
+    """The span attributes of a call to `name` ("pkg.Service/Method"), client or server."""
+    service, _, method = name.partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+
 def begin(
     server_tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext[Any, Any]
 ) -> Span:
@@ -129,12 +135,8 @@ def begin(
     span when it sent one, and current for the rest of the call's task."""
     carrier = {key: value for key, value in context.invocation_metadata() or () if key in _FIELDS}
     parent = PROPAGATOR.extract(carrier) if carrier else None
-    service, _, name = method[1:].partition("/")
     span = server_tracer.start_span(
-        method[1:],
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        method[1:], context=parent, kind=SpanKind.SERVER, attributes=rpc_attributes(method[1:])
     )
     otel_context.attach(trace.set_span_in_context(span))
     return span
