@@ -16,15 +16,21 @@ MAX_REQUEST_BYTES: Final = 4 * MiB
 
 ChannelOptions = list[tuple[str, int | str]]
 
-# Keepalive keeps idle video streams alive through NATs and notices dead peers. A client
-# pings no more often than the server permits, or the server answers GOAWAY too_many_pings.
+# Keepalive: how long a dead peer goes unnoticed. A server pings each client every
+# SERVER_KEEPALIVE_SECONDS and closes the connection when no answer comes within as much
+# again: a viewer whose host vanished without closing (no FIN, no RST) has its streams
+# cancelled, and their hub places and frame buffers given back, within twice that (10 s).
+# Clients ping every 2 s (CHANNEL_OPTIONS); the servers let them, even on a connection
+# that carries no data (a health watch): a server sent pings more often than
+# min_ping_interval_without_data_ms answers GOAWAY too_many_pings.
+SERVER_KEEPALIVE_SECONDS: Final = 5
 SERVER_OPTIONS: Final[ChannelOptions] = [
     ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", SERVER_KEEPALIVE_SECONDS * 1000),
+    ("grpc.keepalive_timeout_ms", SERVER_KEEPALIVE_SECONDS * 1000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.http2.max_pings_without_data", 0),
 ]
 
@@ -51,15 +57,53 @@ def server_options(
     ]
 
 
-# Retry only UNAVAILABLE (the call never reached a handler, or the server is restarting)
-# and wait for the channel to be ready instead of failing fast while a server restarts.
-# round_robin over every address the name resolves to, and client-side health checking:
-# a server that reports NOT_SERVING (it is shutting down) gets no new calls, so none
-# reaches it in the moment it stops. Clients in other languages should do the same.
+# Every channel's service config (gRFC A2); clients in other languages should use the same
+# (README, "Failures that close no connection").
+#
+# round_robin over every address the name resolves to, with client-side health checking:
+# a server that reports NOT_SERVING (it is shutting down) gets no new calls. Around it,
+# outlier detection (gRFC A50): every second, a replica that failed at least 20% of at
+# least 5 calls (a frozen or blackholed one fails them all) gets no calls for 10 s, then
+# twice as long each time it is ejected again, up to 60 s; never more than a third of the
+# replicas at once, and none while there are fewer than two.
+#
+# Every method waits for a ready server and retries UNAVAILABLE (the call never reached a
+# handler, or the server is restarting). The read-only methods (READ_ONLY_METHODS) also
+# give up on an attempt that has had no answer in 0.25 s and send it again, to whichever
+# replica round_robin picks next (gRFC A6 perAttemptRecvTimeout): a frozen replica then
+# costs a call a quarter of a second, not its deadline. gRPC's C core (Python, C++) has no
+# hedging, so this is how the project's clients get around a replica that answers nothing.
+# At most 5 attempts: a read-only call whose every attempt takes longer than 0.25 s fails
+# after 1.25 s (CANCELLED). retryThrottling stops retries while failures outnumber a tenth
+# of successes (tokens: -1 per failed attempt, +0.1 per success, retries only above
+# half of 100), so they never multiply the load of a service in trouble.
+READ_ONLY_METHODS: Final = [
+    {"service": "Movie"},
+    {"service": "grpc.health.v1.Health", "method": "Check"},
+]
+PER_ATTEMPT_SECONDS: Final = 0.25
+
 SERVICE_CONFIG: Final = json.dumps(
     {
-        "loadBalancingConfig": [{"round_robin": {}}],
+        "loadBalancingConfig": [
+            {
+                "outlier_detection_experimental": {
+                    "interval": "1s",
+                    "baseEjectionTime": "10s",
+                    "maxEjectionTime": "60s",
+                    "maxEjectionPercent": 33,
+                    "failurePercentageEjection": {
+                        "threshold": 20,
+                        "enforcementPercentage": 100,
+                        "minimumHosts": 2,
+                        "requestVolume": 5,
+                    },
+                    "childPolicy": [{"round_robin": {}}],
+                }
+            }
+        ],
         "healthCheckConfig": {"serviceName": ""},
+        "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
         "methodConfig": [
             {
                 "name": [{}],
@@ -71,7 +115,19 @@ SERVICE_CONFIG: Final = json.dumps(
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
-            }
+            },
+            {
+                "name": READ_ONLY_METHODS,
+                "waitForReady": True,
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.01s",
+                    "maxBackoff": "0.1s",
+                    "backoffMultiplier": 2,
+                    "perAttemptRecvTimeout": f"{PER_ATTEMPT_SECONDS}s",
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            },
         ],
     }
 )
@@ -79,8 +135,14 @@ SERVICE_CONFIG: Final = json.dumps(
 CHANNEL_OPTIONS: Final[ChannelOptions] = [
     ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    # A ping every 2 s, on every connection, even one that carries no data (0: no limit
+    # to such pings): a connection to a frozen or unreachable server ends within 4 s.
+    ("grpc.keepalive_time_ms", 2_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 1),
+    # Without it the C core ignores perAttemptRecvTimeout (it has no hedging, whatever
+    # the name says).
+    ("grpc.experimental.enable_hedging", 1),
     ("grpc.service_config", SERVICE_CONFIG),
 ]

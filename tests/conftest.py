@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -161,3 +161,14 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def read_logs_until(
+    stream: asyncio.StreamReader, message: str, count: int
+) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    while sum(line["message"] == message for line in lines) < count:
+        line = await asyncio.wait_for(stream.readline(), 30)
+        assert line, f"exited early: {lines}"
+        lines.append(json.loads(line))
+    return [line for line in lines if line["message"] == message]

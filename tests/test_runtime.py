@@ -33,6 +33,7 @@ from tests.conftest import (
     client_tls,
     eventually,
     free_port,
+    read_logs_until,
     server_settings,
 )
 from tests.echo import NAME, Echo
@@ -373,17 +374,6 @@ async def test_connection_age_moves_new_calls_on_without_cutting_one_in_flight(
         second = await call("peer 1.5", timeout=10)
         assert first.startswith("ipv4:127.0.0.1:")
         assert second != first  # a new connection: the client's port changed
-
-
-async def read_logs_until(
-    stream: asyncio.StreamReader, message: str, count: int
-) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    while sum(line["message"] == message for line in lines) < count:
-        line = await asyncio.wait_for(stream.readline(), 30)
-        assert line, f"exited early: {lines}"
-        lines.append(json.loads(line))
-    return [line for line in lines if line["message"] == message]
 
 
 async def echo_process(
