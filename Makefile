@@ -46,11 +46,19 @@ videos/demo.mp4: $(BIN)/.installed soccer/demo_video.py
 video: videos/demo.mp4 ## the synthetic demo match (videos/demo.mp4)
 
 .PHONY: lint
-lint: proto ## ruff, strict mypy, hadolint
+lint: proto actionlint ## ruff, strict mypy, hadolint, actionlint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+
+ACTIONLINT_VERSION := v1.7.12
+
+# Offline: the workflow syntax, expressions, action inputs, and shellcheck on every run: step.
+.PHONY: actionlint
+actionlint: venv ## check .github/workflows (actionlint, pinned, built by scripts/go-tool.sh)
+	scripts/go-tool.sh actionlint github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	.tools/bin/actionlint -shellcheck $(BIN)/shellcheck
 
 .PHONY: unit
 unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
