@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from api import soccer_pb2, soccer_pb2_grpc
 from client.common import DEFAULT_TIMEOUT, ClientError, Settings, emit, served_by
+from client.stall import StallDetector
 from grpckit.channel import open_channel
 
 Frame = npt.NDArray[np.uint8]
@@ -111,6 +112,8 @@ class Summary:
     skipped: int = 0
     # Times the stream broke and was resumed from the next frame.
     resumed: int = 0
+    # Of those, times it stalled: no frame came for a few frame intervals.
+    stalled: int = 0
     # The server of each attempt, in order: with replicas, a resumed stream moves on.
     served_by: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -149,6 +152,7 @@ class Summary:
             "last_frame": self.last_frame,
             "skipped": self.skipped,
             "resumed": self.resumed,
+            "stalled": self.stalled,
             "served_by": self.served_by,
         }
 
@@ -230,42 +234,66 @@ def resumed_request(match: soccer_pb2.Match, summary: Summary) -> soccer_pb2.Mat
     return request
 
 
+class StalledError(Exception):
+    """No frame came within the stall detector's limit: the replica stopped sending."""
+
+
 async def watch(
     channel: grpc.aio.Channel, match: soccer_pb2.Match, deadline: float | None, save: Path | None
 ) -> Summary:
-    """Receive the whole stream, resuming after a server restart from the next frame.
+    """Receive the whole stream, resuming elsewhere from the next frame when it breaks.
 
-    A stream that breaks with UNAVAILABLE (the server shut down or died) is called again
-    with `start_frame` set to the first frame not received, so no frame is lost; the
-    channel waits for the server to be back. Each call is cancelled however this ends.
+    A stream that breaks with UNAVAILABLE (the server shut down or died), or that stalls
+    (no frame for a few frame intervals, client/stall.py: the replica froze or the network
+    to it went dark, which closes nothing), is called again with `start_frame` set to the
+    first frame not received, so no frame is lost; round_robin sends the new call to the
+    next replica. Each call is cancelled however this ends.
     """
     stub = soccer_pb2_grpc.SoccerStub(channel)
     summary = Summary(match.id, soccer_pb2.Encoding.Name(match.encoding).lower())
     recorder = Recorder(save) if save else None
     progress = Progress(sys.stderr)
+    stalls = StallDetector()
     request: soccer_pb2.Match | None = match
     failures = 0
     try:
         while request is not None:
             call = stub.Watch(request, timeout=deadline)
+            stalls.restart()
             try:
-                summary.served_by.append(served_by(await call.initial_metadata()))
+                async with asyncio.timeout(stalls.limit):
+                    summary.served_by.append(served_by(await call.initial_metadata()))
                 progress.note(f"served by {summary.served_by[-1]}")
-                async for video in call:
+                while True:
+                    try:
+                        async with asyncio.timeout(stalls.limit):
+                            video = await call.read()
+                    except TimeoutError:
+                        raise StalledError(f"no frame for {stalls.limit:.1f}s") from None
+                    if not isinstance(video, soccer_pb2.Video):  # grpc.aio.EOF
+                        break
                     frame = decode_frame(video)
                     summary.add(video)
+                    stalls.frame(video.frame_index, video.timestamp)
                     failures = 0
                     if recorder:
                         recorder.add(frame, video.frame_index, video.timestamp)
                     progress.update(summary)
                 request = None
-            except grpc.aio.AioRpcError as error:
+            except (grpc.aio.AioRpcError, StalledError, TimeoutError) as error:
                 failures += 1
-                if error.code() != grpc.StatusCode.UNAVAILABLE or failures > RESUME_ATTEMPTS:
-                    raise
+                if isinstance(error, grpc.aio.AioRpcError):
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or failures > RESUME_ATTEMPTS:
+                        raise
+                    why = error.details()
+                elif failures > RESUME_ATTEMPTS:
+                    raise ClientError(f"UNAVAILABLE: stream stalled {failures} times") from None
+                else:
+                    summary.stalled += 1
+                    why = str(error) or f"no answer for {stalls.limit:.1f}s"
                 request = resumed_request(match, summary)
                 summary.resumed += 1
-                progress.note(f"stream broke ({error.details()}); resuming")
+                progress.note(f"stream broke ({why}); resuming")
             finally:
                 call.cancel()
         progress.finish(summary)

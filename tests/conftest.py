@@ -2,11 +2,13 @@
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,3 +174,45 @@ async def read_logs_until(
         assert line, f"exited early: {lines}"
         lines.append(json.loads(line))
     return [line for line in lines if line["message"] == message]
+
+
+@dataclass
+class Replica:
+    name: str
+    process: asyncio.subprocess.Process
+    port: int = 0
+
+
+@asynccontextmanager
+async def replica_processes(
+    pki: Path, service: str, count: int, *args: str
+) -> AsyncIterator[list[Replica]]:
+    """`count` servers of `service`, each a process of its own (so that a test can freeze
+    one), on free loopback ports, named <service>-<n> in `served-by`; `args` go to each."""
+    replicas: list[Replica] = []
+    readers: list[asyncio.Task[bytes]] = []
+    try:
+        for number in range(count):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", service, "--host", "127.0.0.1", "--port", "0",
+                "--tls-cert", str(pki / f"{service}.crt"), "--tls-key", str(pki / f"{service}.key"),
+                "--tls-ca", str(pki / "ca.crt"), "--access-log", "off",
+                "--replica", f"{service}-{number}", *args,
+                cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            replicas.append(Replica(f"{service}-{number}", process))
+        for replica in replicas:
+            stderr = replica.process.stderr
+            assert stderr is not None
+            [listening] = await read_logs_until(stderr, "listening", 1)
+            replica.port = listening["port"]
+            # Read on, so that its logs never fill the pipe and block it.
+            readers.append(asyncio.create_task(stderr.read()))
+        yield replicas
+    finally:
+        for replica in replicas:
+            if replica.process.returncode is None:
+                replica.process.send_signal(signal.SIGCONT)
+                replica.process.kill()
+                await replica.process.wait()
+        await asyncio.gather(*readers)

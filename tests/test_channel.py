@@ -10,10 +10,7 @@ import collections
 import dataclasses
 import json
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -25,7 +22,7 @@ from grpckit.channel import open_channel
 from grpckit.options import CHANNEL_OPTIONS, SERVICE_CONFIG
 from grpckit.tls import channel_credentials
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
-from tests.conftest import ROOT, Connect, client_tls, eventually, read_logs_until, serving
+from tests.conftest import Connect, client_tls, eventually, replica_processes, serving
 
 MARTIAN = "a8034f44-aee4-44cf-b32c-74cf452aaaae"
 
@@ -58,51 +55,11 @@ async def test_a_config_grpc_rejects_fails_every_call(pki: Path) -> None:
             assert "service config" in (error.value.details() or "").lower()
 
 
-@dataclass
-class Replica:
-    name: str
-    process: asyncio.subprocess.Process
-    port: int = 0
-
-
-@asynccontextmanager
-async def movie_processes(pki: Path, count: int) -> AsyncIterator[list[Replica]]:
-    """`count` movie servers, each a process of its own (so that one can be frozen), on
-    free loopback ports, each naming itself movie-<n> in `served-by`."""
-    replicas: list[Replica] = []
-    readers: list[asyncio.Task[bytes]] = []
-    try:
-        for number in range(count):
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "movie", "--host", "127.0.0.1", "--port", "0",
-                "--tls-cert", str(pki / "movie.crt"), "--tls-key", str(pki / "movie.key"),
-                "--tls-ca", str(pki / "ca.crt"), "--access-log", "off",
-                "--replica", f"movie-{number}",
-                cwd=ROOT, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            replicas.append(Replica(f"movie-{number}", process))
-        for replica in replicas:
-            stderr = replica.process.stderr
-            assert stderr is not None
-            [listening] = await read_logs_until(stderr, "listening", 1)
-            replica.port = listening["port"]
-            # Read on, so that its logs never fill the pipe and block it.
-            readers.append(asyncio.create_task(stderr.read()))
-        yield replicas
-    finally:
-        for replica in replicas:
-            if replica.process.returncode is None:
-                replica.process.send_signal(signal.SIGCONT)
-                replica.process.kill()
-                await replica.process.wait()
-        await asyncio.gather(*readers)
-
-
 async def test_a_frozen_replica_fails_no_read_only_call(pki: Path) -> None:
     """One of three replicas stops (SIGSTOP: its connections stay open, nothing answers)
     under load at a 1 s deadline: per-attempt timeouts send its calls to the others, and
     outlier detection stops sending it any."""
-    async with movie_processes(pki, 3) as replicas:
+    async with replica_processes(pki, "movie", 3) as replicas:
         addresses = ",".join(f"127.0.0.1:{replica.port}" for replica in replicas)
         tls = dataclasses.replace(client_tls(pki), server_name="localhost")
         async with open_channel(f"ipv4:{addresses}", tls) as channel:

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -14,8 +15,16 @@ import pytest
 
 from cheese.server import Cheese, CheeseSettings
 from grpckit.server import Server, running
+from soccer import demo_video
 from soccer.server import Soccer, SoccerSettings
-from tests.conftest import ROOT, eventually, every_service, free_port, server_settings
+from tests.conftest import (
+    ROOT,
+    eventually,
+    every_service,
+    free_port,
+    replica_processes,
+    server_settings,
+)
 
 
 @dataclass
@@ -173,3 +182,39 @@ async def test_watch_resumes_after_a_server_restart_without_losing_a_frame(
     assert isinstance(resumed, int) and resumed >= 1
     assert (summary["frames"], summary["first_frame"], summary["last_frame"]) == (30, 0, 29)
     assert summary["skipped"] == 0
+
+
+async def test_watch_resumes_on_another_replica_when_its_replica_freezes(
+    pki: Path, tmp_path: Path
+) -> None:
+    """SIGSTOP on the replica serving the viewer: its connection stays open and nothing more
+    comes. The viewer calls the stream stalled (client/stall.py) and resumes on the other
+    replica from the next frame."""
+    demo_video.generate(tmp_path / "long.mp4", seconds=3.0, fps=30, width=320, height=180)
+    videos = ("--videos-dir", str(tmp_path))
+    async with replica_processes(pki, "soccer", 2, *videos) as replicas:
+        env = {
+            **os.environ,
+            "SOCCER_TARGET": "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas),
+            "TLS_SERVER_NAME": "localhost",
+            "TLS_CA": str(pki / "ca.crt"),
+            "TLS_CERT": str(pki / "client.crt"),
+            "TLS_KEY": str(pki / "client.key"),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "client", "soccer", "watch", "long", "--encoding", "jpeg",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        first = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        assert first.startswith("served by "), first
+        [frozen] = [r for r in replicas if r.name == first.removeprefix("served by ").strip()]
+        frozen.process.send_signal(signal.SIGSTOP)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["stalled"] >= 1, summary
+    assert summary["served_by"][0] == frozen.name, summary
+    assert frozen.name not in summary["served_by"][1:], summary
+    assert (summary["frames"], summary["first_frame"], summary["last_frame"]) == (90, 0, 89)
+    assert summary["skipped"] == 0, summary

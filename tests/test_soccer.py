@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -12,11 +15,19 @@ import numpy as np
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
+from grpckit.options import SERVER_KEEPALIVE_SECONDS
 from grpckit.server import Server
 from soccer import demo_video
 from soccer.server import Soccer, SoccerSettings
 from soccer.video import OpenCaptures
-from tests.conftest import Connect, cause_of_failed_start, client_tls, eventually, serving
+from tests.conftest import (
+    ROOT,
+    Connect,
+    cause_of_failed_start,
+    client_tls,
+    eventually,
+    serving,
+)
 
 
 def soccer_server(pki: Path, videos: Path) -> AbstractAsyncContextManager[Server]:
@@ -171,3 +182,40 @@ async def test_a_missing_videos_folder_fails_start_up(tmp_path: Path, pki: Path)
     missing = tmp_path / "no-videos"
     cause = await cause_of_failed_start(pki, "soccer", "--videos-dir", str(missing))
     assert str(missing) in cause
+
+
+async def test_a_viewer_that_vanished_is_found_and_freed(pki: Path, tmp_path: Path) -> None:
+    """A viewer process frozen mid-match (SIGSTOP) holds its connection open and answers
+    nothing, as a host that vanished would: the server's keepalive ping goes unanswered, the
+    connection ends, and the stream's place, hub and buffers are freed. The time it takes
+    is printed (SERVER_KEEPALIVE_SECONDS bounds it at twice that)."""
+    demo_video.generate(tmp_path / "long.mp4", seconds=20.0, fps=30, width=320, height=180)
+    soccer = Soccer(SoccerSettings(tmp_path))
+    async with serving(pki, "soccer", soccer) as server:
+        viewer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "client", "--target", f"localhost:{server.port}",
+            "--ca", str(pki / "ca.crt"), "--cert", str(pki / "client.crt"),
+            "--key", str(pki / "client.key"), "soccer", "watch", "long",
+            cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert viewer.stderr is not None
+            assert (await asyncio.wait_for(viewer.stderr.readline(), 30)).startswith(b"served by")
+
+            async def watched() -> None:
+                assert any(hub.next_index >= 30 for hub in soccer.hubs.live())
+
+            await eventually(watched, within=30)
+            viewer.send_signal(signal.SIGSTOP)
+            frozen = time.monotonic()
+
+            async def freed() -> None:
+                assert server.calls_in_flight == 0
+                assert soccer.hubs.live() == []
+                assert soccer.hubs.buffers.used == 0
+
+            await eventually(freed, within=4 * SERVER_KEEPALIVE_SECONDS)
+            print(f"vanished viewer freed in {time.monotonic() - frozen:.1f} s")
+        finally:
+            viewer.kill()
+            await viewer.wait()
