@@ -94,7 +94,7 @@ async def health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def smoke(settings: Settings, args: argparse.Namespace) -> int:
-    return await run_smoke(settings)
+    return await run_smoke(settings, args.wait)
 
 
 def cheese_type(text: str) -> cheese_pb2.CheeseType.ValueType:
@@ -225,7 +225,17 @@ def add_commands(commands: Any) -> None:
     check.add_argument("service", choices=sorted(PORTS), help="which server to ask")
     check.add_argument("--name", default="", help='gRPC service name; default "" (the server)')
 
-    command(commands, "smoke", smoke, "call every RPC of every service once, check the results")
+    smoke_run = command(
+        commands, "smoke", smoke, "call every RPC of every service once, check the results"
+    )
+    smoke_run.add_argument(
+        "--wait",
+        type=positive_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for each service to have a server ready "
+        "(started together with the servers)",
+    )
 
     load = command(commands, "load", run_load, "calls for a while: who served them, which failed")
     load.add_argument("service", choices=sorted(CALLERS), help="which server to load")

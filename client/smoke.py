@@ -4,6 +4,7 @@ The end-to-end check runs this against the compose stack: one JSON line per chec
 exit code that says whether all of them passed.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -168,11 +169,32 @@ async def run_check(name: str, check: Check, channel: grpc.aio.Channel, deadline
     return ok
 
 
-async def run_smoke(settings: Settings) -> int:
-    """Every service at its own target: CHEESE_TARGET, MOVIE_TARGET, SOCCER_TARGET."""
+async def ready(channel: grpc.aio.Channel, within: float) -> str:
+    """Waits until a server of the channel reports SERVING.
+
+    A smoke started together with its servers (a Kubernetes Job applied with the
+    Deployments) may find no address yet: a headless Service's name does not resolve until
+    a pod is ready. Before its first resolution a channel fails calls at once, whatever the
+    service config says about waiting for ready, so the waiting is done here.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await asyncio.wait_for(channel.channel_ready(), within)
+    except TimeoutError:
+        state = channel.get_state().name
+        raise CheckError(f"no server ready within {within:g} s (channel {state})") from None
+    return f"ready after {loop.time() - started:.1f} s"
+
+
+async def run_smoke(settings: Settings, wait: float = 0.0) -> int:
+    """Every service at its own target: CHEESE_TARGET, MOVIE_TARGET, SOCCER_TARGET.
+    With `wait`, each service is first given that many seconds to have a server ready."""
     failed = 0
     for service, checks in CHECKS.items():
         async with open_channel(settings.target_for(service), settings.tls) as channel:
+            if wait > 0:
+                failed += not await run_check(f"{service} ready", ready, channel, wait)
             for name, check in checks:
                 failed += not await run_check(name, check, channel, settings.deadline)
     emit({"check": "all", "ok": failed == 0, "detail": f"{failed} failed"})

@@ -1,0 +1,130 @@
+"""`client smoke --wait`: a smoke started before its servers, as a Kubernetes Job applied
+with the Deployments is, waits for them instead of failing.
+
+There the servers' names do not resolve until a pod is ready (a headless Service has no
+address before), and a channel fails calls at once before its first resolution. Here a DNS
+server of the test's own, on loopback, answers SERVFAIL for the servers' names (as the
+cluster's did) until the servers are up, then their address.
+"""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import cast
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from cheese.server import Cheese, CheeseSettings
+from grpckit.server import running
+from grpckit.service import Service
+from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
+from soccer.server import Soccer, SoccerSettings
+from tests.conftest import eventually, free_port, server_settings
+from tests.test_client import run
+
+SERVICES = ("cheese", "movie", "soccer")
+DOMAIN = "smoke.test."
+
+
+@dataclass
+class Names(asyncio.DatagramProtocol):
+    """<service>.smoke.test: SERVFAIL until `resolving`, then 127.0.0.1; asked: who asked."""
+
+    resolving: bool = False
+    asked: set[str] = field(default_factory=set)
+    transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A datagram endpoint's transport (not a DatagramTransport subclass on every Python).
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        answer = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text()
+        self.asked.add(name)
+        if not self.resolving:
+            answer.set_rcode(dns.rcode.SERVFAIL)
+        elif question.rdtype == dns.rdatatype.A and name.endswith(DOMAIN):
+            answer.answer.append(dns.rrset.from_text(name, 1, "IN", "A", "127.0.0.1"))
+        assert self.transport is not None
+        self.transport.sendto(answer.to_wire(), addr)
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[tuple[Names, int]]:
+    loop = asyncio.get_running_loop()
+    transport, names = await loop.create_datagram_endpoint(Names, local_addr=("127.0.0.1", 0))
+    yield names, transport.get_extra_info("sockname")[1]
+    transport.close()
+
+
+def smoke_environment(pki: Path, dns_port: int, ports: dict[str, int]) -> dict[str, str]:
+    # dns://SERVER/NAME: the channel asks the test's DNS server, not the host's.
+    targets = {
+        f"{name.upper()}_TARGET": f"dns://127.0.0.1:{dns_port}/{name}.{DOMAIN[:-1]}:{port}"
+        for name, port in ports.items()
+    }
+    return {
+        **os.environ,
+        **targets,
+        "TLS_CA": str(pki / "ca.crt"),
+        "TLS_CERT": str(pki / "client.crt"),
+        "TLS_KEY": str(pki / "client.key"),
+        # The names are the test's; the server certificates name localhost.
+        "TLS_SERVER_NAME": "localhost",
+    }
+
+
+async def test_without_wait_a_name_that_does_not_resolve_fails_the_smoke(
+    pki: Path, names: tuple[Names, int]
+) -> None:
+    _, dns_port = names
+    ports = {name: free_port() for name in SERVICES}
+    result = await run(smoke_environment(pki, dns_port, ports), "--timeout", "5", "smoke")
+    assert result.code == 1
+    failed = [line for line in result.out if not line["ok"] and line["check"] != "all"]
+    assert failed
+    # The cluster's message, word for word.
+    assert all("DNS server returned general failure" in str(line["detail"]) for line in failed)
+
+
+async def test_smoke_waits_for_servers_whose_names_resolve_later(
+    pki: Path, videos: Path, names: tuple[Names, int]
+) -> None:
+    server, dns_port = names
+    ports = {name: free_port() for name in SERVICES}
+    smoke = asyncio.create_task(
+        run(smoke_environment(pki, dns_port, ports), "smoke", "--wait", "40")
+    )
+
+    async def refused() -> None:
+        assert f"cheese.{DOMAIN}" in server.asked
+
+    # The smoke has asked for the first name and been refused before any server exists.
+    await eventually(refused, within=20)
+    assert not smoke.done()
+
+    services: dict[str, Service] = {
+        "cheese": Cheese(CheeseSettings(0.0)),
+        "movie": Movies(MovieSettings(DEFAULT_CATALOGUE, 0)),
+        "soccer": Soccer(SoccerSettings(videos)),
+    }
+    async with AsyncExitStack() as stack:
+        for name, service in services.items():
+            settings = replace(server_settings(pki, name), port=ports[name])
+            await stack.enter_async_context(running(settings, [service]))
+        server.resolving = True
+        result = await smoke
+    assert result.code == 0, (result.out, result.err)
+    ready = [line for line in result.out if str(line["check"]).endswith(" ready")]
+    assert [line["check"] for line in ready] == [f"{name} ready" for name in SERVICES]
+    assert all(line["ok"] for line in result.out)
