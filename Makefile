@@ -133,10 +133,10 @@ up: base-image ## bootstrap an engine if needed, then docker compose up -d --wai
 down: ## stop and remove the stack, its volumes and networks
 	$(COMPOSE) --profile tools --profile observability down --volumes --remove-orphans
 
-# The stack with Prometheus and Jaeger beside it; the servers and the client send traces.
+# The stack with Prometheus and Jaeger beside it, where the servers' and the client's traces go.
 .PHONY: observability
 observability: base-image ## the stack plus Prometheus (:9090, page /consoles/grpc.html) and Jaeger (:16686)
-	OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4317 $(COMPOSE) --profile observability up -d --wait
+	$(COMPOSE) --profile observability up -d --wait
 	@echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/consoles/grpc.html  Jaeger: http://127.0.0.1:$${JAEGER_PORT:-16686}/"
 
 # The browser the page test drives (Debian's chromium; Playwright cannot download its own here).

@@ -143,3 +143,17 @@ def table(entries: Sequence[dict[str, Any]]) -> str:
     if notes:
         lines += ["", "notes:", *notes]
     return "\n".join(lines)
+
+
+def paired(
+    values: Sequence[float], baselines: Sequence[float]
+) -> tuple[float | None, float | None, list[float]]:
+    """Of runs measured in pairs (the same repeat, back to back), the pair with the median
+    ratio (the lower middle one for an even count), and every pair's ratio: the figure is
+    then a ratio actually measured, and a burst of load from elsewhere on the machine lands
+    inside one pair rather than on one side of the ratio of two medians."""
+    pairs = sorted((v / b, v, b) for v, b in zip(values, baselines, strict=True) if b > 0)
+    if not pairs:
+        return None, None, []
+    _, value, baseline = pairs[(len(pairs) - 1) // 2]
+    return value, baseline, [ratio for ratio, _, _ in pairs]

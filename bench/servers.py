@@ -46,6 +46,13 @@ class Server:
                 + f"\n{tail(self.log)}"
             )
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the server has used so far, user and system."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        # utime and stime: the 14th and 15th fields, the 12th and 13th after the name.
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -88,10 +95,17 @@ def _listening_port(log: Path) -> int | None:
     return None
 
 
-def launch(label: str, argv: Sequence[str], ws: Workspace, tls: bool = True) -> Server:
+def launch(
+    label: str,
+    argv: Sequence[str],
+    ws: Workspace,
+    tls: bool = True,
+    env: Mapping[str, str] | None = None,
+    cpu: str = "server",
+) -> Server:
     log = ws.logs / f"{label.replace(' ', '-')}-{time.monotonic_ns()}.log"
     # A crash in C (OpenCV, gRPC core) then leaves the Python stacks in the log.
-    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, *argv],
@@ -100,7 +114,7 @@ def launch(label: str, argv: Sequence[str], ws: Workspace, tls: bool = True) -> 
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            preexec_fn=ws.pin("server"),
+            preexec_fn=ws.pin(cpu),
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and process.poll() is None:
@@ -113,7 +127,15 @@ def launch(label: str, argv: Sequence[str], ws: Workspace, tls: bool = True) -> 
     raise ServerFailedError(f"{label} did not start listening\n{tail(log)}")
 
 
-def ours(service: str, ws: Workspace, *, tls: bool = True) -> Server:
+def ours(
+    service: str,
+    ws: Workspace,
+    *,
+    tls: bool = True,
+    label: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """Ours as the stack runs it; `env` adds settings (and names the run `label`)."""
     argv = ["-m", service, "--host", "127.0.0.1", "--port", "0", "--grace", "1"]
     argv += ["--tls-cert", str(ws.pki / f"{service}.crt"), "--tls-key"]
     argv += [str(ws.pki / f"{service}.key"), "--tls-ca", str(ws.pki / "ca.crt")]
@@ -126,7 +148,8 @@ def ours(service: str, ws: Workspace, *, tls: bool = True) -> Server:
     # Capacity is what is measured, from one client identity: budgets would stop the fan-out
     # search at the per-client stream limit. The memory budgets stay as configured.
     argv += ["--max-streams", "100000", "--max-streams-per-client", "100000"]
-    return launch(f"ours {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls)
+    label = label or f"ours {service} {'mTLS' if tls else 'plaintext'}"
+    return launch(label, argv, ws, tls, env)
 
 
 def _inputs(service: str, ws: Workspace) -> list[str]:

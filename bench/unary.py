@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from bench import tools
-from bench.figures import Figure, compare
+from bench.figures import Figure, compare, paired
 from bench.servers import Server, floor, ours, rounds, seed
 from bench.workspace import CATALOGUE_SIZE, ROOT, Workspace
 
@@ -44,6 +44,7 @@ SHUTDOWN_ERRORS = ("closed network connection", "client connection is closing", 
 
 @dataclass(frozen=True)
 class Result:
+    calls: int  # OK
     qps: float
     p50_ms: float
     p99_ms: float
@@ -65,12 +66,12 @@ def run(ws: Workspace) -> list[Figure]:
             if service == "cheese":
                 servers["floor"] = stack.enter_context(floor(service, ws))
             for server in servers.values():  # connections, caches, first-call paths
-                _ghz(server, label, 50, 0.5, ws)
+                measure(server, label, 50, 0.5, ws)
             for concurrency in CONCURRENCY:
                 results: dict[str, list[Result]] = {kind: [] for kind in servers}
                 what = f"unary {label} c={concurrency}"
                 for kind, server in rounds(what, servers, ws.reps, _order):
-                    results[kind].append(_ghz(server, label, concurrency, seconds, ws))
+                    results[kind].append(measure(server, label, concurrency, seconds, ws))
                 figures += _figures(f"unary.{label}.c{concurrency}", results)
     return figures
 
@@ -82,7 +83,7 @@ def _order(rep: int) -> tuple[str, ...]:
     return (*pair, "seed", "floor")
 
 
-def _ghz(server: Server, label: str, concurrency: int, seconds: float, ws: Workspace) -> Result:
+def measure(server: Server, label: str, concurrency: int, seconds: float, ws: Workspace) -> Result:
     method, data = CALLS[label]
     proto = f"proto/api/{label.split('.')[0]}.proto"
     argv = [str(tools.ghz()), "--proto", proto, "--import-paths", "proto"]
@@ -107,6 +108,7 @@ def _ghz(server: Server, label: str, concurrency: int, seconds: float, ws: Works
     }
     latency = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
     return Result(
+        calls=ok,
         qps=ok / (report["total"] / 1e9),
         p50_ms=latency.get(50, float("nan")),
         p99_ms=latency.get(99, float("nan")),
@@ -123,10 +125,7 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
         first = next(r.first_error for rs in results.values() for r in rs if r.errors)
         note = f"errors {errors}: {first[:160]}"
     qps, plain_qps = [r.qps for r in ours], [r.qps for r in plain]
-    # The pair of one repeat with the median ratio (the lower middle one for an even count),
-    # so that value / baseline is a ratio actually measured.
-    pairs = sorted((o / p, o, p) for o, p in zip(qps, plain_qps, strict=True) if p > 0)
-    _, paired, paired_plain = pairs[(len(pairs) - 1) // 2] if pairs else (None, None, None)
+    mtls, mtls_plain, ratios = paired(qps, plain_qps)
     return [
         compare("unary", f"{prefix}.qps", "calls/s", qps, [r.qps for r in seed], note=note),
         compare("unary", f"{prefix}.p50", "ms", [r.p50_ms for r in ours],
@@ -134,9 +133,9 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
         compare("unary", f"{prefix}.p99", "ms", [r.p99_ms for r in ours],
                 [r.p99_ms for r in seed], better="lower"),
         Figure(
-            "unary", f"{prefix}.mtls_vs_plaintext_qps", "calls/s", paired, paired_plain,
+            "unary", f"{prefix}.mtls_vs_plaintext_qps", "calls/s", mtls, mtls_plain,
             baseline_label="ours plaintext (paired)", min_ratio=MTLS_MIN_SHARE,
-            runs=qps, baseline_runs=plain_qps, detail={"pair_ratios": [r for r, _, _ in pairs]},
+            runs=qps, baseline_runs=plain_qps, detail={"pair_ratios": ratios},
         ),
     ] + ([
         compare("unary", f"{prefix}.floor_qps", "calls/s", [r.qps for r in results["floor"]],

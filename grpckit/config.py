@@ -47,11 +47,13 @@ class TraceSettings:
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTLP/gRPC collector for traces (http:// plaintext, https:// TLS); empty: no tracing",
     )
+    # A caller's decision stands; of the calls that come with none, one in a hundred is
+    # traced: tracing every call costs a unary server about 30 % of its calls/s (README).
     sampler: TraceSampler = setting(
-        TraceSampler.PARENTBASED_ALWAYS_ON, "OTEL_TRACES_SAMPLER", "which calls are traced"
+        TraceSampler.PARENTBASED_TRACEIDRATIO, "OTEL_TRACES_SAMPLER", "which calls are traced"
     )
     sampler_arg: float = setting(
-        1.0,
+        0.01,
         "OTEL_TRACES_SAMPLER_ARG",
         "the ratio of traces kept by the *traceidratio samplers",
         minimum=0,
@@ -168,10 +170,9 @@ class ServerSettings:
         "text); off records nothing",
     )
     grpc_metrics: bool = setting(
-        False,
+        True,
         "GRPC_METRICS",
-        "with METRICS, gRPC's own per-method call metrics too (grpcio-observability); off by "
-        "default: its 1.85.0 export thread can deadlock the process (README, Metrics)",
+        "with METRICS, gRPC's own per-method call metrics too (grpcio-observability)",
     )
     handshake_timeout: float = setting(
         10.0,

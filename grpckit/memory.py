@@ -29,6 +29,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 5.0
+COLLECT_SECONDS = 0.05
 GROWTH = 32 * 1024 * 1024
 STATM = Path("/proc/self/statm")
 
@@ -78,3 +79,16 @@ async def reclaim(in_flight: Callable[[], int], every: float = CHECK_SECONDS) ->
                 "resident_mib_after": round(resident_bytes() / 2**20, 1),
             },
         )
+
+
+async def collect_on_loop(every: float = COLLECT_SECONDS) -> None:
+    """The cyclic collector's work, done by this task on the event loop, with the automatic
+    collector's thresholds and generations, for a process that has turned the automatic one
+    off (grpckit/metrics.py: with gRPC's metrics on, a collection must not run in gRPC's
+    export thread)."""
+    young, middle, old = gc.get_threshold()
+    while True:
+        await asyncio.sleep(every)
+        counts = gc.get_count()
+        if counts[0] >= young:
+            gc.collect(2 if counts[2] >= old else 1 if counts[1] >= middle else 0)

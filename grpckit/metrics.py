@@ -16,17 +16,19 @@ What Prometheus sees (names fixed: alerts and the status page are written agains
   plus target_info (the resource), and the process_* and python_* families of
   prometheus_client.
 
-gRPC's own families (grpc_*) are there only with GRPC_METRICS on; see `install`.
+gRPC's own families (grpc_*) are there unless GRPC_METRICS is off; see `install`.
 
 Instruments are made with the API's global meter provider, so code that records them need
 not know whether metrics are on: until `install` sets the SDK's provider (METRICS=off never
 does) they are the API's no-ops.
 """
 
+import gc
 import threading
+import types
 from typing import Final
 
-from grpc_observability import OpenTelemetryPlugin
+from grpc_observability import OpenTelemetryPlugin, _observability
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
@@ -62,6 +64,7 @@ _VIEWS: Final = (
 
 _lock = threading.Lock()
 _installed = False
+_plugin = False
 
 # Methods served by this process, as gRPC's metrics name them ("pkg.Service/Method"), filled
 # as the runtime assembles their handlers (grpckit/interceptors.py). gRPC names a method
@@ -80,13 +83,17 @@ def install(service: str, replica: str, *, grpc_plugin: bool) -> bool:
     process (later calls do nothing, so tests may run many servers); False when it was on
     already.
 
-    gRPC's plugin is opt-in (GRPC_METRICS) because grpcio-observability 1.85.0 can deadlock
-    the process: its export thread converts the buffered measurements to Python objects
-    while it holds the C++ buffer mutex, and a garbage collection in that thread (or the GIL
-    handed to another thread) that frees a gRPC call needs the same mutex to record the
-    call's end. The unit suite hung in about one run in three with it on for every server.
+    grpcio-observability 1.85.0's export thread turns the buffered measurements into Python
+    objects while it holds the buffer's C++ mutex, which a gRPC call takes to record one.
+    The process deadlocks if that thread lets go of the GIL in between (grpc/grpc#43079), as
+    it does in two places: in Python bytecode, where the interpreter may hand the GIL to a
+    thread that then waits on the mutex while holding the GIL; and in a garbage collection
+    that frees a gRPC call, which then waits on the mutex its own thread holds. So the
+    measurements are built by C code alone (`_StatsData`), and the automatic collector is
+    off for good once the plugin is on: the server runs collections on its event loop
+    (memory.collect_on_loop). tests/grpc_metrics_hang.py hangs at once without either.
     """
-    global _installed
+    global _installed, _plugin
     with _lock:
         if _installed:
             return False
@@ -99,6 +106,8 @@ def install(service: str, replica: str, *, grpc_plugin: bool) -> bool:
     metrics.set_meter_provider(provider)
     if not grpc_plugin:
         return True
+    _observability.StatsData = _StatsData
+    gc.disable()
     plugin = OpenTelemetryPlugin(meter_provider=provider, generic_method_attribute_filter=_served)
     # grpcio-observability's export thread is not a daemon (a TODO in its source), so it
     # would keep the process alive after main returns; a thread inherits daemon from the
@@ -106,11 +115,29 @@ def install(service: str, replica: str, *, grpc_plugin: bool) -> bool:
     starter = threading.Thread(target=plugin.register_global, name="metrics-start", daemon=True)
     starter.start()
     starter.join()
+    _plugin = True
     return True
+
+
+class _StatsData(types.SimpleNamespace):
+    """grpc_observability's StatsData, a frozen dataclass whose __init__ is bytecode, built
+    instead by SimpleNamespace's constructor, which is C and keeps the GIL to the end. Same
+    attributes and defaults; the plugin only reads them."""
+
+    value_int = 0
+    value_float = 0.0
+    include_exchange_labels = False
+    registered_method = False
 
 
 def installed() -> bool:
     return _installed
+
+
+def grpc_plugin() -> bool:
+    """Whether gRPC's plugin records this process's calls (then the collector must run on
+    the event loop: see `install`)."""
+    return _plugin
 
 
 def exposition() -> bytes:

@@ -75,6 +75,8 @@ class Server:
             raise
         self._calls.started = True
         self.tasks.spawn(memory.reclaim(lambda: self.calls_in_flight))
+        if metrics.grpc_plugin():
+            self.tasks.spawn(memory.collect_on_loop())
         await self._set_health(SERVING)
         log.info("serving", extra={"services": self._names})
 

@@ -19,16 +19,19 @@ task, and detaching from another task (an abandoned stream closed by the garbage
 would fail.
 """
 
+import logging
 import os
-from collections.abc import Mapping
+import socket
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -48,6 +51,8 @@ PROPAGATOR = TraceContextTextMapPropagator()
 _FIELDS = frozenset(PROPAGATOR.fields)
 
 _tracer: trace.Tracer | None = None
+
+log = logging.getLogger(__name__)
 
 
 def settings(environ: Mapping[str, str] | None = None) -> TraceSettings:
@@ -98,11 +103,50 @@ def install(
     # processor exports on its own thread; when the collector is slow or away, its queue
     # (2048 spans) fills and new spans are dropped: a call never waits for the exporter.
     exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=export_timeout)
-    made.add_span_processor(BatchSpanProcessor(exporter))
+    made.add_span_processor(BatchSpanProcessor(WhileResolved(exporter, settings.endpoint)))
     # Global too, so that other OpenTelemetry code in the process traces to the same place.
     trace.set_tracer_provider(made)
     enable(made)
     return True
+
+
+class WhileResolved(SpanExporter):
+    """Exports while the collector's host name resolves, and drops the spans quietly while it
+    does not: compose's collector is in a profile (`observability`), and a stack started
+    without it must not log an export failure every few seconds. Each change is one line
+    in the log. A name that resolves but does not answer is the exporter's own failure, and
+    logged as such."""
+
+    def __init__(self, exporter: SpanExporter, endpoint: str) -> None:
+        self._exporter = exporter
+        self._host = urllib.parse.urlsplit(endpoint).hostname or endpoint
+        self._resolved: bool | None = None
+
+    def _resolves(self) -> bool:
+        try:
+            socket.getaddrinfo(self._host, None)
+        except OSError:
+            resolved = False
+        else:
+            resolved = True
+        if resolved != self._resolved:
+            self._resolved = resolved
+            log.info(
+                "trace collector found" if resolved else "no trace collector: spans dropped",
+                extra={"collector": self._host},
+            )
+        return resolved
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not self._resolves():
+            return SpanExportResult.SUCCESS
+        return self._exporter.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
 
 
 def enable(tracer_provider: trace.TracerProvider | None) -> None:

@@ -7,14 +7,11 @@
 # `up` is proven to build and create everything a new user lacks. Elsewhere the existing PKI
 # and videos are used as they are, as they would be for a user.
 #
-# COMPOSE_PROFILES=observability (make e2e sets it) adds Prometheus and Jaeger to the stack
-# and points the servers' and the client's traces at Jaeger, as `make observability` does.
+# COMPOSE_PROFILES=observability (make e2e sets it) adds Prometheus and Jaeger to the stack,
+# which the servers' and the client's traces then reach.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ ,${COMPOSE_PROFILES:-}, == *,observability,* ]]; then
-  export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://jaeger:4317}
-fi
 # A --profile flag replaces COMPOSE_PROFILES, so ps, logs and down name every profile.
 every_profile=(--profile tools --profile observability)
 

@@ -3,6 +3,7 @@ still answers health over gRPC; the business port serves no /metrics."""
 
 import asyncio
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_p
 from grpckit import maintenance, metrics
 from grpckit.server import Server, running
 from tests import echo
-from tests.conftest import Connect, client_tls, eventually, every_service, free_port
+from tests.conftest import ROOT, Connect, client_tls, eventually, every_service, free_port
 from tests.echo import Echo
 from tests.test_runtime import echo_process, settings
 
@@ -56,12 +57,9 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_grpc_call_metrics_on_the_maintenance_port(pki: Path, connect: Connect) -> None:
-    """In a process of its own: gRPC's plugin is global to a process once registered, and
-    opt-in (GRPC_METRICS, see grpckit/metrics.py)."""
+    """In a process of its own: gRPC's plugin is global to a process once registered."""
     port, health_port = free_port(), free_port()
-    process = await echo_process(
-        pki, "--port", str(port), env={"HEALTH_PORT": str(health_port), "GRPC_METRICS": "on"}
-    )
+    process = await echo_process(pki, "--port", str(port), env={"HEALTH_PORT": str(health_port)})
     try:
         call = echo.echo(connect(port, client_tls(pki)))
         assert await call("hi", timeout=10) == "hi"
@@ -79,6 +77,19 @@ async def test_grpc_call_metrics_on_the_maintenance_port(pki: Path, connect: Con
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.communicate(), 30)
+
+
+async def test_grpc_metrics_do_not_deadlock_a_busy_process(pki: Path) -> None:
+    """grpcio-observability 1.85.0 deadlocks this process within its first calls unless
+    grpckit works around it (grpckit/metrics.py); it then exits 1 with every thread's
+    stack on its own (tests/grpc_metrics_hang.py)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.grpc_metrics_hang", str(pki), "2000",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()[-3000:]
+    assert out.decode().split() == ["calls", "2000"]
 
 
 async def test_a_refused_call_is_counted(server: Server, connect: Connect, pki: Path) -> None:

@@ -4,14 +4,13 @@ opens them."""
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -33,10 +32,11 @@ WATCH = "stream.Soccer/Watch"
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on, as an endpoint would turn it on (same resource and sampler), but the
+    """Tracing on, as an endpoint would turn it on (same resource), every trace sampled, the
     spans kept in memory, each as it ends; off again after the test."""
     exporter = InMemorySpanExporter()
-    provider = tracing.provider("test", "replica-1", TraceSettings(endpoint="memory"))
+    every_trace = TraceSettings(endpoint="memory", sampler=TraceSampler.PARENTBASED_ALWAYS_ON)
+    provider = tracing.provider("test", "replica-1", every_trace)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.enable(provider)
     yield exporter
@@ -140,7 +140,7 @@ def test_a_log_line_written_in_a_span_carries_its_trace_id(
 async def test_a_caller_that_sampled_its_trace_out_is_followed(
     spans: InMemorySpanExporter, server: Server, pki: Path
 ) -> None:
-    """parentbased_always_on, the default: the caller's decision stands, either way."""
+    """parentbased_*, the default among them: the caller's decision stands, either way."""
     not_sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
     sampled = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"
     # A caller of its own, not traced by this process: a plain channel.
@@ -250,8 +250,34 @@ def test_the_settings_are_opentelemetrys_own_variables() -> None:
     # Compose passes the endpoint empty when the observability profile is off.
     assert tracing.settings({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}).endpoint is None
     assert tracing.settings({}) == TraceSettings()
-    assert replace(TraceSettings(), sampler_arg=0.5).sampler is TraceSampler.PARENTBASED_ALWAYS_ON
+    # By default a caller's decision stands, and one call in a hundred without one is traced.
+    default = tracing.sampler(TraceSettings()).get_description()
+    assert default.startswith("ParentBased{root:TraceIdRatioBased{0.01}")
     with pytest.raises(UsageError, match="OTEL_TRACES_SAMPLER"):
         tracing.settings({"OTEL_TRACES_SAMPLER": "jaeger_remote"})
     with pytest.raises(UsageError, match="OTEL_TRACES_SAMPLER_ARG"):
         tracing.settings({"OTEL_TRACES_SAMPLER_ARG": "2"})
+
+
+def test_spans_for_a_collector_whose_name_does_not_resolve_are_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Compose's collector is in a profile: without it, no export is tried (and none fails,
+    in the log, every few seconds); one line says so, and one when it is there."""
+    always = TraceSettings(endpoint="memory", sampler=TraceSampler.ALWAYS_ON)
+    span = tracing.provider("test", "replica-1", always).get_tracer("test").start_span("a call")
+    span.end()
+    finished = [cast(ReadableSpan, span)]
+    kept = InMemorySpanExporter()
+    caplog.set_level(logging.INFO, logger="grpckit.tracing")
+    absent = tracing.WhileResolved(kept, "http://no-such-collector.invalid:4317")
+    for _ in range(3):
+        assert absent.export(finished) is SpanExportResult.SUCCESS
+    assert kept.get_finished_spans() == ()
+    present = tracing.WhileResolved(kept, "http://localhost:4317")
+    assert present.export(finished) is SpanExportResult.SUCCESS
+    assert kept.get_finished_spans() == tuple(finished)
+    assert [(r.getMessage(), r.__dict__["collector"]) for r in caplog.records] == [
+        ("no trace collector: spans dropped", "no-such-collector.invalid"),
+        ("trace collector found", "localhost"),
+    ]

@@ -1,0 +1,108 @@
+"""The cost of observability: ours with metrics and traces on, as the stack runs them, against
+ours with both off, in the same run.
+
+"On" is every default: gRPC's own metrics (grpcio-observability) and the services' own, and
+traces exported over OTLP to a collector (bench/otlp_sink.py, on the load CPU), sampled as
+the stack samples them by default (grpckit/config.py, TraceSettings). Nothing scrapes
+/metrics: a scrape every 15 s costs the server next to nothing against a call path that
+records every call. "Off" is METRICS=off GRPC_METRICS=off and no collector (no tracer at
+all).
+
+- Unary: cheese `Order` calls/s at c=1 and c=50 (ghz, as bench/unary.py), on and off back
+  to back in each repeat, which one goes first alternating; the figure is the pair with
+  the median ratio.
+- Real-time viewers: a server's capacity for them is its CPU (bench/fanout.py searches it
+  to a resolution of 1/8, too coarse for a 5 % bound), so what is compared is how many
+  viewer-seconds of the 720p JPEG match one server CPU-second serves: VIEWERS viewers,
+  paced, for the window, the server's CPU time read from /proc.
+"""
+
+from contextlib import ExitStack
+
+from bench.figures import Figure, paired
+from bench.servers import launch, ours, rounds
+from bench.tools import run_viewers
+from bench.unary import measure
+from bench.workspace import MATCH, Workspace
+
+MIN_SHARE = 0.95  # on keeps at least 95 % of off's calls/s and viewers per CPU
+CONCURRENCY = (1, 50)
+VIEWERS = 24
+FPS = 30
+
+OFF = {"METRICS": "off", "GRPC_METRICS": "off", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+
+
+def run(ws: Workspace) -> list[Figure]:
+    with ExitStack() as stack:
+        sink = stack.enter_context(launch("otlp sink", ["-m", "bench.otlp_sink"], ws, cpu="load"))
+        on = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}"}
+        figures = _unary(ws, stack, on)
+        figures.append(_viewers(ws, stack, on))
+    return figures
+
+
+def _order(rep: int) -> tuple[str, str]:
+    return ("off", "on") if rep % 2 == 0 else ("on", "off")
+
+
+def _unary(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> list[Figure]:
+    seconds = 2.0 if ws.quick else 4.0
+    servers = {
+        kind: stack.enter_context(ours("cheese", ws, label=f"ours cheese {kind}", env=env))
+        for kind, env in (("off", OFF), ("on", on))
+    }
+    for server in servers.values():
+        measure(server, "cheese.Order", 50, 0.5, ws)
+    figures = []
+    for concurrency in CONCURRENCY:
+        qps: dict[str, list[float]] = {"on": [], "off": []}
+        per_cpu: dict[str, list[float]] = {"on": [], "off": []}
+        what = f"observability cheese.Order c={concurrency}"
+        for kind, server in rounds(what, servers, ws.reps, _order):
+            before = server.cpu_seconds()
+            result = measure(server, "cheese.Order", concurrency, seconds, ws)
+            used = server.cpu_seconds() - before
+            qps[kind].append(result.qps)
+            per_cpu[kind].append(result.calls / used if used > 0 else 0.0)
+        prefix = f"observability.cheese.Order.c{concurrency}"
+        for name, unit, runs in (("qps", "calls/s", qps), ("per_cpu", "calls/CPU-s", per_cpu)):
+            value, baseline, ratios = paired(runs["on"], runs["off"])
+            figures.append(Figure(
+                "observability", f"{prefix}.{name}", unit, value, baseline,
+                baseline_label="ours, metrics and traces off (paired)", min_ratio=MIN_SHARE,
+                runs=runs["on"], baseline_runs=runs["off"], detail={"pair_ratios": ratios},
+            ))  # fmt: skip
+    return figures
+
+
+def _viewers(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> Figure:
+    window = 3.0 if ws.quick else 6.0
+    frames = round(window * FPS)
+    servers = {
+        kind: stack.enter_context(ours("soccer", ws, label=f"ours soccer {kind}", env=env))
+        for kind, env in (("off", OFF), ("on", on))
+    }
+    args = ["watch", "-match", MATCH, "-viewers", str(VIEWERS), "-encoding", "jpeg", "-drain"]
+    args += ["-duration", f"{window * 1.5 + 2:g}s", "-frames", str(frames)]
+    per_cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for kind, server in rounds("observability soccer viewers", servers, ws.reps, _order):
+        before = server.cpu_seconds()
+        report = run_viewers(args, server, ws, timeout=window * 1.5 + 120)
+        used = server.cpu_seconds() - before
+        if report["errors"]:
+            raise RuntimeError(f"{server.label}: {report['errors']} viewers failed")
+        per_cpu[kind].append(VIEWERS * window / used if used > 0 else 0.0)
+    value, baseline, ratios = paired(per_cpu["on"], per_cpu["off"])
+    return Figure(
+        "observability",
+        "observability.soccer.jpeg.viewer_seconds_per_cpu_second",
+        "viewer-s/CPU-s",
+        value,
+        baseline,
+        baseline_label="ours, metrics and traces off (paired)",
+        min_ratio=MIN_SHARE,
+        runs=per_cpu["on"],
+        baseline_runs=per_cpu["off"],
+        detail={"pair_ratios": ratios, "viewers": VIEWERS, "window_s": window},
+    )
