@@ -127,8 +127,12 @@ class Subject:
         self.server = self._start()
 
     def _start(self) -> Server:
-        start = {"ours": ours, "seed": seed, "floor": floor}[self.kind]
-        return self._stack.enter_context(start("soccer", self.ws))
+        start: dict[str, Callable[[str, Workspace], Server]] = {
+            "ours": ours,
+            "seed": seed,
+            "floor": floor,
+        }
+        return self._stack.enter_context(start[self.kind]("soccer", self.ws))
 
     def _crashed(self, viewers: int) -> bool:
         """Whether the server died; if so, note it and start a fresh one."""

@@ -36,6 +36,7 @@ from bench.seed_servers import (
     arguments,
     credentials,
 )
+from grpckit import memory, metrics
 
 # Generic only in grpc-stubs, so the alias must stay a string at run time.
 Handler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
@@ -147,8 +148,12 @@ def _watch_handler(broadcast: _Broadcast) -> Handler:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     background = []
+    if args.grpc_metrics:
+        # As the runtime turns them on (grpckit/metrics.py), collector included.
+        metrics.install("floor", "bench", grpc_plugin=True)
+        background.append(asyncio.create_task(memory.collect_on_loop()))
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     if args.service == "cheese":
         server.add_generic_rpc_handlers((_order_handler(),))
     elif args.service == "movie":
@@ -168,6 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = arguments("python -m bench.floor_servers", __doc__, ("cheese", "movie", "soccer"))
     parser.add_argument("--match", default="demo")
+    parser.add_argument("--grpc-metrics", action="store_true", help="gRPC's metrics plugin on")
     uvloop.run(serve(parser.parse_args(argv)))
     return 0
 

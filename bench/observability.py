@@ -8,9 +8,12 @@ the stack samples them by default (grpckit/config.py, TraceSettings). Nothing sc
 records every call. "Off" is METRICS=off GRPC_METRICS=off and no collector (no tracer at
 all).
 
-- Unary: cheese `Order` calls/s at c=1 and c=50 (ghz, as bench/unary.py), on and off back
-  to back in each repeat, which one goes first alternating; the figure is the pair with
-  the median ratio.
+- Unary: cheese `Order` at c=1 and c=50 (ghz, as bench/unary.py), on and off back to back
+  in each repeat, which one goes first alternating; each figure is the pair with the median
+  ratio. Two figures: calls/s, and calls per CPU-second of the server (its CPU time read
+  from /proc), which is what bounds calls/s when the server is busy, and which load from
+  elsewhere on a shared machine disturbs far less. Beside them, the same for grpc.aio alone
+  (bench/floor_servers.py) with gRPC's plugin on and off: the plugin's own cost.
 - Real-time viewers: a server's capacity for them is its CPU (bench/fanout.py searches it
   to a resolution of 1/8, too coarse for a 5 % bound), so what is compared is how many
   viewer-seconds of the 720p JPEG match one server CPU-second serves: VIEWERS viewers,
@@ -20,7 +23,7 @@ all).
 from contextlib import ExitStack
 
 from bench.figures import Figure, paired
-from bench.servers import launch, ours, rounds
+from bench.servers import floor, launch, ours, rounds
 from bench.tools import run_viewers
 from bench.unary import measure
 from bench.workspace import MATCH, Workspace
@@ -42,8 +45,10 @@ def run(ws: Workspace) -> list[Figure]:
     return figures
 
 
-def _order(rep: int) -> tuple[str, str]:
-    return ("off", "on") if rep % 2 == 0 else ("on", "off")
+def _order(rep: int) -> tuple[str, ...]:
+    """Each pair back to back, which one goes first alternating; pairs absent are skipped."""
+    pairs = (("off", "on"), ("floor off", "floor on"))
+    return tuple(kind for pair in pairs for kind in (pair if rep % 2 == 0 else pair[::-1]))
 
 
 def _unary(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> list[Figure]:
@@ -52,12 +57,14 @@ def _unary(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> list[Figure]:
         kind: stack.enter_context(ours("cheese", ws, label=f"ours cheese {kind}", env=env))
         for kind, env in (("off", OFF), ("on", on))
     }
+    servers["floor off"] = stack.enter_context(floor("cheese", ws))
+    servers["floor on"] = stack.enter_context(floor("cheese", ws, grpc_metrics=True))
     for server in servers.values():
         measure(server, "cheese.Order", 50, 0.5, ws)
     figures = []
     for concurrency in CONCURRENCY:
-        qps: dict[str, list[float]] = {"on": [], "off": []}
-        per_cpu: dict[str, list[float]] = {"on": [], "off": []}
+        qps: dict[str, list[float]] = {kind: [] for kind in servers}
+        per_cpu: dict[str, list[float]] = {kind: [] for kind in servers}
         what = f"observability cheese.Order c={concurrency}"
         for kind, server in rounds(what, servers, ws.reps, _order):
             before = server.cpu_seconds()
@@ -73,6 +80,15 @@ def _unary(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> list[Figure]:
                 baseline_label="ours, metrics and traces off (paired)", min_ratio=MIN_SHARE,
                 runs=runs["on"], baseline_runs=runs["off"], detail={"pair_ratios": ratios},
             ))  # fmt: skip
+        # What gRPC's plugin alone costs grpc.aio alone: the part of the cost no code of
+        # ours can take away.
+        value, baseline, ratios = paired(per_cpu["floor on"], per_cpu["floor off"])
+        figures.append(Figure(
+            "observability", f"{prefix}.floor_grpc_metrics_per_cpu", "calls/CPU-s", value,
+            baseline, baseline_label="grpc.aio alone, no plugin (paired)",
+            runs=per_cpu["floor on"], baseline_runs=per_cpu["floor off"],
+            detail={"pair_ratios": ratios},
+        ))  # fmt: skip
     return figures
 
 

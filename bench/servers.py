@@ -164,11 +164,13 @@ def seed(service: str, ws: Workspace, *, tls: bool = True) -> Server:
     return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls)
 
 
-def floor(service: str, ws: Workspace) -> Server:
-    """grpcio alone: the limit no server of this design on grpcio can pass by much."""
+def floor(service: str, ws: Workspace, *, grpc_metrics: bool = False) -> Server:
+    """grpcio alone: the limit no server of this design on grpcio can pass by much; with
+    `grpc_metrics`, gRPC's metrics plugin on."""
     argv = ["-m", "bench.floor_servers", "--service", service, "--port", "0", "--match", MATCH]
     argv += ["--certs", str(ws.pki), *_inputs(service, ws)]
-    return launch(f"floor {service} mTLS", argv, ws)
+    argv += ["--grpc-metrics"] if grpc_metrics else []
+    return launch(f"floor {service} mTLS{' gRPC metrics' if grpc_metrics else ''}", argv, ws)
 
 
 def rounds(
