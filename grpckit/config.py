@@ -84,6 +84,12 @@ class ServerSettings:
         "AUTHZ_POLICY",
         "who may call which method (gRFC A43 JSON, default deny); reloaded when it changes",
     )
+    forwarded_client_cert_from: str | None = setting(
+        None,
+        "FORWARDED_CLIENT_CERT_FROM",
+        "the certificate name of the proxy (the edge) whose x-forwarded-client-cert header "
+        "names the caller; from any other peer the header is ignored; unset: from none",
+    )
     insecure: bool = setting(
         False, "INSECURE", "DEVELOPMENT ONLY: plaintext, no TLS and no client certificates"
     )

@@ -4,8 +4,9 @@ authorization (grpckit/authz.py), then budgets (grpckit/budgets.py).
 One `Guard` per method, used inline by the runtime's one wrapper per call
 (grpckit/interceptors.py), not as a coroutine wrapped around the handler per guard: each
 layer was a coroutine created, awaited and unwound per call, and each guard read the
-caller's certificate itself. `admit` reads it once (`peer_of`), for both, and is synchronous:
-an admitted call awaits nothing more than its handler.
+caller's certificate itself. `admit` is given the caller, read once per call
+(grpckit/callers.py), for both, and is synchronous: an admitted call awaits nothing more than
+its handler.
 
 The caller is read from the call, never remembered per connection: the only cheap key for a
 connection is its peer address, which a later connection (through a proxy, many clients
@@ -20,7 +21,7 @@ import grpc
 from grpc.aio import ServicerContext
 
 from grpckit import metrics
-from grpckit.authz import Authorization, peer_of
+from grpckit.authz import Authorization, Peer
 from grpckit.budgets import Budget
 
 Context = ServicerContext[Any, Any]
@@ -44,10 +45,10 @@ class Guard:
         self._denied = {"reason": "authz", "grpc_method": name}
         self._exhausted = {"reason": "budget", "grpc_method": name}
 
-    def admit(self, context: Context) -> tuple[str | None, Refusal | None]:
+    def admit(self, context: Context, peer: Peer) -> tuple[str | None, Refusal | None]:
         """(the identity to `give_back` with, or None when nothing was taken; None) when the
-        call may go on, (None, the code and message to end it with) when it may not."""
-        peer = peer_of(context)
+        call from `peer` may go on, (None, the code and message to end it with) when it may
+        not."""
         if self._authorization is not None:
             denied = self._authorization.refusal(self._method, peer, context)
             if denied is not None:

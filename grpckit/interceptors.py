@@ -4,8 +4,9 @@ here, in this order:
 1. in flight (grpckit/in_flight.py): the call is counted; a health watch is remembered so
    that shutdown can end it. With tracing on (grpckit/tracing.py), its server span starts,
    child of the caller's `traceparent`, and is current for the call.
-2. access log (grpckit/access_log.py): the call's start, peer and client are read, and its
-   line is written when it ends, whatever ended it.
+2. caller and access log (grpckit/callers.py, grpckit/access_log.py): the call's start, peer
+   and client (the edge's forwarded one, when the edge sent it) are read, and its line is
+   written when it ends, whatever ended it.
 3. served-by (grpckit/served_by.py): the replica's name goes into the response metadata
    first, so that it is there even when the call fails.
 4. readiness: a call to a service before every service has started gets UNAVAILABLE
@@ -40,8 +41,9 @@ from grpc.aio import ServicerContext
 
 from grpckit import cancellation, decoding, metrics, tracing
 from grpckit.access_log import AccessLogger, final_code
-from grpckit.authz import Authorization
+from grpckit.authz import Authorization, Peer
 from grpckit.budgets import CallBudgets
+from grpckit.callers import Callers
 from grpckit.config import AccessLog
 from grpckit.guards import Guard
 from grpckit.in_flight import HEALTH_WATCH, InFlight
@@ -56,9 +58,14 @@ Context = ServicerContext[Any, Any]
 
 class Calls:
     def __init__(
-        self, services: Sequence[str], access_log: AccessLog = AccessLog.ALL, replica: str = "local"
+        self,
+        services: Sequence[str],
+        access_log: AccessLog = AccessLog.ALL,
+        replica: str = "local",
+        proxy: str | None = None,
     ) -> None:
         self._services = set(services)
+        self.callers = Callers(proxy)
         # Set once every service has started; never unset (shutdown drains, it does not refuse).
         self.started = False
         self.in_flight = InFlight()
@@ -166,9 +173,9 @@ class Calls:
             return call
 
         async def guarded_call(request: Any, context: Context) -> Any:
-            with _Observed(calls, method, context):
+            with _Observed(calls, method, context) as caller:
                 request = await calls.prepare(request, context, **options)
-                taken, refused = guard.admit(context)
+                taken, refused = guard.admit(context, caller)
                 if refused is not None:
                     await context.abort(*refused)
                 try:
@@ -191,11 +198,11 @@ class Calls:
         options = {"stream": True, "guarded": guarded, "one_request": one_request}
 
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
-            with _Observed(calls, method, context):
+            with _Observed(calls, method, context) as caller:
                 request = await calls.prepare(request, context, **options)
                 taken = None
                 if guard is not None:
-                    taken, refused = guard.admit(context)
+                    taken, refused = guard.admit(context, caller)
                     if refused is not None:
                         await context.abort(*refused)
                 try:
@@ -211,7 +218,7 @@ class Calls:
 class _Observed:
     """One call, counted, traced and logged from its start to its end, whatever ends it."""
 
-    __slots__ = ("_access", "_calls", "_context", "_entry", "_method", "_span")
+    __slots__ = ("_access", "_caller", "_calls", "_context", "_entry", "_method", "_span")
 
     def __init__(self, calls: Calls, method: str, context: Context) -> None:
         self._calls = calls
@@ -220,11 +227,12 @@ class _Observed:
         calls.in_flight.count += 1
         tracer = tracing.tracer()
         self._span = None if tracer is None else tracing.begin(tracer, method, context)
+        self._caller = calls.callers.of(context)
         self._access = calls.access
-        self._entry = self._access.begin(context) if self._access else None
+        self._entry = self._access.begin(context, self._caller) if self._access else None
 
-    def __enter__(self) -> None:
-        return None
+    def __enter__(self) -> Peer:
+        return self._caller
 
     def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
         self._calls.in_flight.count -= 1

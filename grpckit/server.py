@@ -40,7 +40,9 @@ class Server:
         # The asyncio servicer postdates grpc-stubs, hence the ignore.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.tasks = BackgroundTasks()
-        self._calls = Calls(self._names, settings.access_log, settings.replica)
+        self._calls = Calls(
+            self._names, settings.access_log, settings.replica, settings.forwarded_client_cert_from
+        )
         # Calls and streams in use, by the server and per client: tests read them.
         self.budgets = self._calls.budgets = CallBudgets(settings)
         # The bound ports, once `start` has bound them.

@@ -12,8 +12,8 @@ from grpc.aio import ServicerContext
 from opentelemetry import trace
 
 from api import soccer_pb2
+from grpckit import callers
 from grpckit import metrics as runtime_metrics
-from grpckit.authz import peer_of
 from grpckit.budgets import Budget
 from grpckit.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
@@ -166,7 +166,7 @@ class Soccer(Service):
         except MatchNotFoundError as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         start = request.start_frame if request.HasField("start_frame") else None
-        client = peer_of(context).name
+        client = callers.current().name
         # Before any capture is opened, even the probe's.
         refused = self._refusal(path, start, request.unpaced, client)
         if refused is not None:
