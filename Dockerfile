@@ -5,7 +5,8 @@
 #   cheese, movie     a service's code on `base`: grpcio and protobuf, no OpenCV or NumPy
 #   soccer, client    on `video-base`: base + NumPy and OpenCV
 #   edge              Envoy, the host's one entry: each gRPC call balanced over the healthy
-#                     replicas, JSON and gRPC-Web on 8443; mutual TLS on both sides
+#                     replicas, JSON and gRPC-Web on 8443, the match viewer page (viewer/);
+#                     mutual TLS on both sides
 #   pki               the one-shot that creates the development PKI and hands each service its
 #                     own key (certs/distribute.sh); it carries the scripts, never a key
 #   grpcurl           grpcurl, built from source at a pinned version, for the compose network
@@ -129,6 +130,26 @@ RUN mkdir -p /out \
  && /opt/tools/bin/python -m grpc_tools.protoc -I/src/proto --include_imports \
       --descriptor_set_out=/out/api.pb /src/proto/api/*.proto
 
+# The match viewer (viewer/): client code generated from proto/ by protoc-gen-es, bundled
+# with esbuild; viewer/package-lock.json pins every package. Node and npm are Debian's.
+FROM build AS viewer-build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nodejs npm \
+ && rm -rf /var/lib/apt/lists/*
+# npm's own CA list lacks build/ca's (TLS-intercepting proxies).
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
+    npm_config_update_notifier=false
+WORKDIR /src/viewer
+COPY viewer/package.json viewer/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY viewer/ ./
+RUN mkdir -p gen dist \
+ && /opt/tools/bin/python -m grpc_tools.protoc -I/src/proto \
+      --plugin=protoc-gen-es=node_modules/.bin/protoc-gen-es --es_out=gen --es_opt=target=js \
+      /src/proto/api/*.proto \
+ && npm run bundle \
+ && cp index.html dist/
+
 FROM os AS edge
 # curl for the compose healthcheck: Envoy's /ready on its admin port, inside the container.
 RUN apt-get update \
@@ -136,6 +157,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY --from=edge-build /opt/envoy/envoy/_bin/envoy /usr/local/bin/envoy
 COPY --from=edge-build /out/api.pb /etc/envoy/api.pb
+COPY --from=viewer-build /src/viewer/dist/ /etc/envoy/viewer/
 COPY deploy/edge/envoy.yaml /etc/envoy/envoy.yaml
 USER 10001:10001
 EXPOSE 50051 50052 50053 8443

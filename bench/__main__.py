@@ -1,6 +1,7 @@
 """`python -m bench` (`make bench`): every section, a table, latest.json and latest.png.
 
-    python -m bench [--only unary,list,fanout,throughput,startup,observability] [--quick] [--reps N]
+    python -m bench [--only unary,list,fanout,throughput,startup,observability,edge] [--quick]
+        [--reps N]
 
 Never part of the tests: it takes minutes, needs two CPUs to mean much, and its absolute
 numbers depend on the machine. Read the ratios, which compare against the seed-style
@@ -28,6 +29,7 @@ SECTIONS = {  # name: module with run(Workspace) -> list[Figure]
     "throughput": "throughput",
     "startup": "startup",
     "observability": "observability",
+    "edge": "edge",
 }
 
 

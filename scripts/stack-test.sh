@@ -40,6 +40,6 @@ docker compose build --quiet
 started=$SECONDS
 docker compose up -d --wait
 echo "stack-test: docker compose up -d --wait: healthy in $((SECONDS - started)) s"
-# The tests also run the tools' images (client, grpcurl), which `up` does not build.
-docker compose --profile tools build --quiet client grpcurl
+# The tests also run the tools' images (client, grpcurl, grpcui), which `up` does not build.
+docker compose --profile tools build --quiet client grpcurl grpcui
 if (($#)); then .venv/bin/pytest "$@"; else .venv/bin/pytest -m e2e tests/e2e; fi
