@@ -16,7 +16,9 @@ from tests.e2e.test_compose import compose
 pytestmark = pytest.mark.e2e
 
 SERVICES = ["cheese", "movie", "soccer"]
-IMAGES = [f"grpcdemo-{name}:latest" for name in (*SERVICES, "edge", "client", "pki", "grpcurl")]
+IMAGES = [
+    f"grpcdemo-{name}:latest" for name in (*SERVICES, "edge", "client", "pki", "grpcurl", "grpcui")
+]
 # A whole PEM block, not just its header: TLS libraries carry the header as a constant.
 PRIVATE_KEY = re.compile(
     rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40,}-----END"
