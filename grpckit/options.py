@@ -145,4 +145,9 @@ CHANNEL_OPTIONS: Final[ChannelOptions] = [
     # the name says).
     ("grpc.experimental.enable_hedging", 1),
     ("grpc.service_config", SERVICE_CONFIG),
+    # A client finds new replicas only by resolving its target again, which gRPC allows once
+    # per 30 s by default: on Kubernetes, when a rollout had replaced every pod a client knew
+    # (one replica, or the last old one of three going), its calls waited up to 30 s for
+    # the new pods and failed at their deadline. Once a second.
+    ("grpc.dns_min_time_between_resolutions_ms", 1_000),
 ]

@@ -11,14 +11,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import cast
 
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 
 from cheese.server import Cheese, CheeseSettings
@@ -27,52 +22,20 @@ from grpckit.service import Service
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from soccer.server import Soccer, SoccerSettings
 from tests.conftest import eventually, free_port, server_settings
+from tests.dns_server import DOMAIN, Names, serving_names
 from tests.test_client import run
 
 SERVICES = ("cheese", "movie", "soccer")
-DOMAIN = "smoke.test."
-
-
-@dataclass
-class Names(asyncio.DatagramProtocol):
-    """<service>.smoke.test: SERVFAIL until `resolving`, then 127.0.0.1; asked: who asked."""
-
-    resolving: bool = False
-    asked: set[str] = field(default_factory=set)
-    transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A datagram endpoint's transport (not a DatagramTransport subclass on every Python).
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        query = dns.message.from_wire(data)
-        answer = dns.message.make_response(query)
-        question = query.question[0]
-        name = question.name.to_text()
-        self.asked.add(name)
-        if not self.resolving:
-            answer.set_rcode(dns.rcode.SERVFAIL)
-        elif question.rdtype == dns.rdatatype.A and name.endswith(DOMAIN):
-            answer.answer.append(dns.rrset.from_text(name, 1, "IN", "A", "127.0.0.1"))
-        assert self.transport is not None
-        self.transport.sendto(answer.to_wire(), addr)
 
 
 @pytest.fixture
-async def names() -> AsyncIterator[tuple[Names, int]]:
-    loop = asyncio.get_running_loop()
-    transport, names = await loop.create_datagram_endpoint(Names, local_addr=("127.0.0.1", 0))
-    yield names, transport.get_extra_info("sockname")[1]
-    transport.close()
+async def names() -> AsyncIterator[Names]:
+    async with serving_names(failing=True) as server:
+        yield server
 
 
-def smoke_environment(pki: Path, dns_port: int, ports: dict[str, int]) -> dict[str, str]:
-    # dns://SERVER/NAME: the channel asks the test's DNS server, not the host's.
-    targets = {
-        f"{name.upper()}_TARGET": f"dns://127.0.0.1:{dns_port}/{name}.{DOMAIN[:-1]}:{port}"
-        for name, port in ports.items()
-    }
+def smoke_environment(pki: Path, names: Names, ports: dict[str, int]) -> dict[str, str]:
+    targets = {f"{name.upper()}_TARGET": names.target(name, port) for name, port in ports.items()}
     return {
         **os.environ,
         **targets,
@@ -85,11 +48,10 @@ def smoke_environment(pki: Path, dns_port: int, ports: dict[str, int]) -> dict[s
 
 
 async def test_without_wait_a_name_that_does_not_resolve_fails_the_smoke(
-    pki: Path, names: tuple[Names, int]
+    pki: Path, names: Names
 ) -> None:
-    _, dns_port = names
     ports = {name: free_port() for name in SERVICES}
-    result = await run(smoke_environment(pki, dns_port, ports), "--timeout", "5", "smoke")
+    result = await run(smoke_environment(pki, names, ports), "--timeout", "5", "smoke")
     assert result.code == 1
     failed = [line for line in result.out if not line["ok"] and line["check"] != "all"]
     assert failed
@@ -98,16 +60,13 @@ async def test_without_wait_a_name_that_does_not_resolve_fails_the_smoke(
 
 
 async def test_smoke_waits_for_servers_whose_names_resolve_later(
-    pki: Path, videos: Path, names: tuple[Names, int]
+    pki: Path, videos: Path, names: Names
 ) -> None:
-    server, dns_port = names
     ports = {name: free_port() for name in SERVICES}
-    smoke = asyncio.create_task(
-        run(smoke_environment(pki, dns_port, ports), "smoke", "--wait", "40")
-    )
+    smoke = asyncio.create_task(run(smoke_environment(pki, names, ports), "smoke", "--wait", "40"))
 
     async def refused() -> None:
-        assert f"cheese.{DOMAIN}" in server.asked
+        assert f"cheese.{DOMAIN}" in names.asked
 
     # The smoke has asked for the first name and been refused before any server exists.
     await eventually(refused, within=20)
@@ -122,7 +81,7 @@ async def test_smoke_waits_for_servers_whose_names_resolve_later(
         for name, service in services.items():
             settings = replace(server_settings(pki, name), port=ports[name])
             await stack.enter_async_context(running(settings, [service]))
-        server.resolving = True
+        names.failing = False
         result = await smoke
     assert result.code == 0, (result.out, result.err)
     ready = [line for line in result.out if str(line["check"]).endswith(" ready")]
