@@ -68,6 +68,11 @@ unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
 k8s-check: venv ## render deploy/k8s (kustomize) and validate it offline; no cluster needed
 	scripts/k8s-check.sh
 
+# Not in make test: it takes minutes (and the local lab's first build about 15 more).
+.PHONY: k8s-e2e
+k8s-e2e: proto base-image ## the overlays on a real cluster (kubectl's, kind, else the local lab) and tests/k8s
+	scripts/k8s-e2e.sh
+
 # promtool runs inside the Prometheus image (Debian's 2.42, the one the stack runs), on the
 # working tree's rules: no Prometheus on the host, and the same version that will load them.
 .PHONY: rules-check
