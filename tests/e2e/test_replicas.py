@@ -182,9 +182,20 @@ def test_killing_a_replica_under_load_fails_no_call(
     revive(service, container)
 
 
-def test_a_viewer_resumes_on_another_replica_when_its_replica_dies(scaled: Replicas) -> None:
-    watch = client("soccer", "watch", "demo", "--encoding", "jpeg")
-    with popen(watch) as running:
+@pytest.mark.parametrize(("via", "stop"), [("network", "kill"), ("edge", "stop")])
+def test_a_viewer_resumes_on_another_replica_when_its_replica_dies(
+    scaled: Replicas, via: str, stop: str
+) -> None:
+    """From the network when the replica is killed; from the host through the edge when it
+    is stopped (drains): its stream ends as without the edge, and the viewer's next Watch,
+    from the next frame, goes to another replica. (Through the edge a killed replica's
+    stream ends with INTERNAL, Envoy's reset, which the viewer does not resume.)"""
+    watch = ["soccer", "watch", "demo", "--encoding", "jpeg"]
+    if via == "network":
+        command = ["docker", "compose", *client(*watch)]
+    else:
+        command = [sys.executable, "-m", "client", "--target", target("soccer"), *watch]
+    with run_in_background(command) as running:
         assert running.stderr is not None
         line = running.stderr.readline()
         while line and not line.startswith("served by "):
@@ -193,10 +204,10 @@ def test_a_viewer_resumes_on_another_replica_when_its_replica_dies(scaled: Repli
         victim = line.removeprefix("served by ").strip()
         # Mid-match: the demo plays for 10 s in real time.
         time.sleep(3)
-        subprocess.run(["docker", "kill", scaled["soccer"][victim]], check=True)
+        subprocess.run(["docker", stop, scaled["soccer"][victim]], check=True)
         out, err = running.communicate(timeout=120)
-    record = summary(out)
     assert running.returncode == 0, err
+    record = summary(out)
     assert record["served_by"][0] == victim, record
     assert victim not in record["served_by"][1:], record
     assert record["resumed"] >= 1, record
@@ -206,6 +217,34 @@ def test_a_viewer_resumes_on_another_replica_when_its_replica_dies(scaled: Repli
     ), record  # fmt: skip
     assert record["skipped"] == 0, record
     revive("soccer", scaled["soccer"][victim])
+
+
+def test_a_frozen_replica_behind_the_edge_fails_no_call(scaled: Replicas) -> None:
+    """A replica that stops answering but keeps its connections (`docker pause`): the edge
+    hedges its read-only calls on another replica after 0.25 s and takes it out of the
+    rotation when its health check times out, so a host client with a 1 s deadline loses
+    no call."""
+    victim, container = next(iter(scaled["movie"].items()))
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    command = host_load("movie", 8)
+    command[command.index("--target") : command.index("--target")] = ["--timeout", "1"]
+    with run_in_background(command) as running:
+        deadline = time.monotonic() + 60
+        while not served_a_call_since(container, "movie", since):
+            assert running.poll() is None, running.communicate()
+            assert time.monotonic() < deadline, f"{victim} served nothing"
+            time.sleep(0.1)
+        subprocess.run(["docker", "pause", container], check=True, capture_output=True)
+        try:
+            out, err = running.communicate(timeout=120)
+        finally:
+            subprocess.run(["docker", "unpause", container], check=True, capture_output=True)
+    report = summary(out)
+    print(json.dumps({"frozen": victim, **report}), file=sys.stderr)
+    assert running.returncode == 0, err
+    assert report["failed"] == 0, report
+    assert victim in report["served_by"], report  # it did serve, before it froze
+    wait_edge_sees_all("movie")
 
 
 @pytest.mark.parametrize("service", SERVICES)
