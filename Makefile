@@ -168,6 +168,13 @@ chaos: venv base-image ## kill, stop and corrupt under load (prints recovery tim
 	cp movie/data/movies.json "$$scratch/"; \
 	MOVIE_DATA_DIR="$$scratch" scripts/stack-test.sh -m chaos tests/chaos -s
 
+# Failures that close no connection (issue 17): a replica frozen or blackholed under load, a
+# viewer whose replica freezes, a viewer on a slow or distant link (toxiproxy, pinned).
+.PHONY: faults
+faults: venv base-image ## frozen, blackholed and slow replicas under the client's load (prints figures)
+	scripts/go-tool.sh toxiproxy github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0
+	scripts/stack-test.sh -m faults tests/faults -s
+
 # Floods of stalled streams and connections while legitimate clients keep going (issue 12).
 # The legitimate clients have an identity of their own, `viewer`, which the run's policies
 # (tests/stress/policies.py, a scratch folder) allow next to `client`; tests/stress/compose.yml

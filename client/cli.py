@@ -26,7 +26,7 @@ from client.common import (
 )
 from client.load import CALLERS, run_load
 from client.smoke import run_smoke
-from client.watch import run_watch
+from client.watch import WINDOW_KIB, run_watch
 from grpckit import tracing
 from grpckit.channel import ClientTls, open_channel
 from grpckit.settings import UsageError
@@ -220,6 +220,16 @@ def add_commands(commands: Any) -> None:
     watch.add_argument("--start", type=count, default=0, help="first frame index")
     watch.add_argument("--unpaced", action="store_true", help="as fast as possible")
     watch.add_argument("--save", type=Path, metavar="OUT.mp4", help="write the frames to mp4")
+    watch.add_argument(
+        "--window",
+        type=positive_count,
+        default=WINDOW_KIB,
+        metavar="KIB",
+        help="KiB of frames in flight between server and viewer (default %(default)s): on a "
+        "link slower than the stream, the viewer lags live by at most the server's half-second "
+        "queue plus this over the link's rate; a link with a long round trip needs this over "
+        "its round trip at the stream's rate",
+    )
 
     check = command(commands, "health", health, "exit 0 only if the server is SERVING")
     check.add_argument("service", choices=sorted(PORTS), help="which server to ask")
@@ -244,6 +254,12 @@ def add_commands(commands: Any) -> None:
         "--concurrency", type=positive_count, default=4, help="calls in flight at once"
     )
     load.add_argument("--match", default="demo", help="soccer: the match to view")
+    load.add_argument(
+        "--every",
+        type=positive_float,
+        metavar="SECONDS",
+        help="also a line per SECONDS: calls and failures in that interval",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

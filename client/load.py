@@ -94,7 +94,10 @@ async def run_load(settings: Settings, args: argparse.Namespace) -> int:
                 except WrongAnswerError:
                     codes["WRONG_ANSWER"] += 1
 
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        workers = asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        if args.every:
+            await _report_every(args.every, started, codes, workers)
+        await workers
         seconds = time.monotonic() - started
     calls = sum(codes.values())
     failed = calls - codes["OK"]
@@ -110,3 +113,30 @@ async def run_load(settings: Settings, args: argparse.Namespace) -> int:
         }
     )
     return 0 if failed == 0 else 1
+
+
+async def _report_every(
+    every: float,
+    started: float,
+    codes: collections.Counter[str],
+    workers: "asyncio.Future[list[None]]",
+) -> None:
+    """A line per interval while the workers run: what the rate did when, say, a replica
+    froze (the summary only tells the whole run)."""
+    last_time, last_calls, last_ok = started, 0, 0
+    while True:
+        # Early when the workers are done: the last line counts their last calls.
+        await asyncio.wait([workers], timeout=max(0.0, last_time + every - time.monotonic()))
+        now = time.monotonic()
+        calls, ok = sum(codes.values()), codes["OK"]
+        emit(
+            {
+                "at": round(now - started, 3),
+                "calls": calls - last_calls,
+                "failed": (calls - ok) - (last_calls - last_ok),
+                "calls_per_s": round((calls - last_calls) / max(now - last_time, 1e-9), 1),
+            }
+        )
+        last_time, last_calls, last_ok = now, calls, ok
+        if workers.done():
+            return

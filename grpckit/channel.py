@@ -22,7 +22,11 @@ class ClientTls:
 
 
 def open_channel(
-    target: str, tls: ClientTls | None, *, watch_health: bool = True
+    target: str,
+    tls: ClientTls | None,
+    *,
+    watch_health: bool = True,
+    receive_window: int | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to `target`; `tls=None` is plaintext, for development only.
 
@@ -32,10 +36,18 @@ def open_channel(
 
     Whether its calls are traced is decided here, once: with tracing off the channel has no
     interceptor at all.
+
+    `receive_window` fixes each stream's HTTP/2 flow-control window, in bytes, instead of
+    letting gRPC grow it to the link's bandwidth-delay product (BDP probing). A real-time
+    viewer sets it: a window grown on a slow link holds seconds of frames between the server
+    and the viewer (grown by its own queueing delay), where the server cannot skip them.
     """
     options: ChannelOptions = list(CHANNEL_OPTIONS)
     if not watch_health:
         options.append(("grpc.inhibit_health_checking", 1))
+    if receive_window is not None:
+        options.append(("grpc.http2.bdp_probe", 0))
+        options.append(("grpc.http2.lookahead_bytes", receive_window))
     interceptors = trace_client.interceptors()
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -19,7 +19,8 @@ ChannelOptions = list[tuple[str, int | str]]
 # Keepalive: how long a dead peer goes unnoticed. A server pings each client every
 # SERVER_KEEPALIVE_SECONDS and closes the connection when no answer comes within as much
 # again: a viewer whose host vanished without closing (no FIN, no RST) has its streams
-# cancelled, and their hub places and frame buffers given back, within twice that (10 s).
+# cancelled, and their hub places and frame buffers given back, within twice that (10 s;
+# tests/test_soccer.py measures it).
 # Clients ping every 2 s (CHANNEL_OPTIONS); the servers let them, even on a connection
 # that carries no data (a health watch): a server sent pings more often than
 # min_ping_interval_without_data_ms answers GOAWAY too_many_pings.
@@ -29,6 +30,9 @@ SERVER_OPTIONS: Final[ChannelOptions] = [
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.keepalive_time_ms", SERVER_KEEPALIVE_SECONDS * 1000),
     ("grpc.keepalive_timeout_ms", SERVER_KEEPALIVE_SECONDS * 1000),
+    # gRPC 1.85 waits this long for any ping's answer, keepalive's too (60 s by default,
+    # whatever keepalive_timeout_ms says).
+    ("grpc.http2.ping_timeout_ms", SERVER_KEEPALIVE_SECONDS * 1000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.http2.max_pings_without_data", 0),
@@ -139,6 +143,7 @@ CHANNEL_OPTIONS: Final[ChannelOptions] = [
     # to such pings): a connection to a frozen or unreachable server ends within 4 s.
     ("grpc.keepalive_time_ms", 2_000),
     ("grpc.keepalive_timeout_ms", 2_000),
+    ("grpc.http2.ping_timeout_ms", 2_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 1),
     # Without it the C core ignores perAttemptRecvTimeout (it has no hedging, whatever

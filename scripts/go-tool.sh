@@ -32,4 +32,7 @@ t0=$SECONDS
 # -s -w halves the size; main.version is where grpcurl/ghz (and many tools) print their version from.
 GOBIN=$bindir CGO_ENABLED=0 GOFLAGS='' go install -trimpath -ldflags "-s -w -X main.version=$version" "$target" \
   || die "go install $target failed"
+# go install names the binary after the package's last element (toxiproxy's is `server`).
+built=$bindir/$(basename "${target%@*}")
+[[ $built == "$bin" ]] || mv "$built" "$bin"
 log "installed $bin ($version) in $((SECONDS - t0))s"

@@ -116,6 +116,19 @@ async def test_load_names_the_server_of_every_call(
     assert summary["served_by"] == {"local": summary["calls"]}
 
 
+async def test_load_every_interval_adds_up_to_the_summary(environment: dict[str, str]) -> None:
+    result = await run(
+        environment, "load", "movie", "--seconds", "1.2", "--concurrency", "2", "--every", "0.3"
+    )
+    assert result.code == 0, result.err
+    *intervals, summary = result.out
+    assert len(intervals) >= 3
+    times = [float(str(line["at"])) for line in intervals]
+    assert times == sorted(times)
+    assert sum(int(str(line["calls"])) for line in intervals) == summary["calls"]
+    assert all(line["failed"] == 0 for line in intervals)
+
+
 async def test_watch_saves_a_playable_video(environment: dict[str, str], tmp_path: Path) -> None:
     saved = tmp_path / "out.mp4"
     result = await run(
