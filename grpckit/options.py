@@ -140,10 +140,11 @@ CHANNEL_OPTIONS: Final[ChannelOptions] = [
     ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
     # A ping every 2 s, on every connection, even one that carries no data (0: no limit
-    # to such pings): a connection to a frozen or unreachable server ends within 4 s.
+    # to such pings): a connection to a frozen or unreachable server ends within 5 s; a
+    # busy server has 3 s to answer.
     ("grpc.keepalive_time_ms", 2_000),
-    ("grpc.keepalive_timeout_ms", 2_000),
-    ("grpc.http2.ping_timeout_ms", 2_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.http2.ping_timeout_ms", 3_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 1),
     # Without it the C core ignores perAttemptRecvTimeout (it has no hedging, whatever

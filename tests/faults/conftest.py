@@ -40,13 +40,18 @@ def report(name: str, **figures: object) -> None:
     print(json.dumps({"fault": name, **figures}))
 
 
+def docker(*args: str) -> None:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
+
+
 @contextmanager
 def paused(container: str) -> Iterator[None]:
-    subprocess.run(["docker", "pause", container], check=True, capture_output=True)
+    docker("pause", container)
     try:
         yield
     finally:
-        subprocess.run(["docker", "unpause", container], check=True, capture_output=True)
+        docker("unpause", container)
 
 
 def _pid(container: str) -> str:
