@@ -37,6 +37,15 @@ class StallDetector:
         """Seconds to wait for the next frame."""
         if self._last is None or self.interval is None:
             return FIRST_FRAME_SECONDS
+        return self.answer_limit
+
+    @property
+    def answer_limit(self) -> float:
+        """Seconds to wait for a stream's headers, which a server sends before it opens the
+        match: a resumed stream that round_robin sent to the frozen replica again moves on
+        after a second, not after FIRST_FRAME_SECONDS."""
+        if self.interval is None:
+            return FIRST_FRAME_SECONDS
         return min(MAX_SECONDS, max(MIN_SECONDS, STALL_FRAMES * self.interval))
 
     def restart(self) -> None:

@@ -278,7 +278,7 @@ async def watch(
             call = stub.Watch(request, timeout=deadline)
             stalls.restart()
             try:
-                async with asyncio.timeout(stalls.limit):
+                async with asyncio.timeout(stalls.answer_limit):
                     summary.served_by.append(served_by(await call.initial_metadata()))
                 progress.note(f"served by {summary.served_by[-1]}")
                 while True:

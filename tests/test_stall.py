@@ -14,6 +14,7 @@ def fed(*frames: tuple[int, float]) -> StallDetector:
 
 def test_the_first_frame_of_a_stream_may_take_a_decoders_start() -> None:
     assert StallDetector().limit == FIRST_FRAME_SECONDS
+    assert StallDetector().answer_limit == FIRST_FRAME_SECONDS
     assert fed((0, 0.0)).limit == FIRST_FRAME_SECONDS
 
 
@@ -38,6 +39,8 @@ def test_a_resumed_stream_waits_for_its_first_frame_then_keeps_the_known_rate() 
     detector = fed((0, 0.0), (1, 0.5))
     detector.restart()
     assert detector.limit == FIRST_FRAME_SECONDS
+    # Its headers come before the server opens the match: no decoder's start to wait for.
+    assert detector.answer_limit == pytest.approx(STALL_FRAMES * 0.5)
     detector.frame(7, 3.5)
     assert detector.limit == pytest.approx(STALL_FRAMES * 0.5)
 
