@@ -86,8 +86,9 @@ def test_a_replica_that_answers_nothing_fails_no_call(
     victim, container = next(iter(scaled["movie"].items()))
     record, lines, began = load_across(fault, container, LOAD_SECONDS, FAULT_AT, FAULT_SECONDS)
     before, during = rates(lines, began, FAULT_SECONDS)
+    failures = {line["at"] - began: line["failed"] for line in lines if line["failed"]}
     report(name, replica=victim, rate_before=round(before), rate_during=round(during),
-           ratio=round(during / before, 2), **record)  # fmt: skip
+           ratio=round(during / before, 2), failed_at=failures, **record)  # fmt: skip
     assert record["failed"] == 0, record
     assert during >= MIN_RATE_RATIO * before, (before, during)
     wait_all_healthy("movie")
