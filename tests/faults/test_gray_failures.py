@@ -152,7 +152,7 @@ def test_readme_commands_keep_the_replica_count(scaled: Replicas) -> None:
 def host_viewer(target: str) -> "subprocess.Popen[str]":
     """`client soccer watch demo --encoding jpeg` on this machine, through `target`."""
     return subprocess.Popen(
-        [sys.executable, "-m", "client", "--target", target, "--server-name", "localhost",
+        [sys.executable, "-m", "client", "--target", target,
          "soccer", "watch", "demo", "--encoding", "jpeg"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
