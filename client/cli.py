@@ -226,9 +226,9 @@ def add_commands(commands: Any) -> None:
         default=WINDOW_KIB,
         metavar="KIB",
         help="KiB of frames in flight between server and viewer (default %(default)s): on a "
-        "link slower than the stream, the viewer lags live by at most the server's half-second "
-        "queue plus this over the link's rate; a link with a long round trip needs this over "
-        "its round trip at the stream's rate",
+        "link slower than the stream, the viewer lags live by about this over the link's rate "
+        "(and skips frames); a link with a long round trip needs its round trip at the "
+        "stream's rate",
     )
 
     check = command(commands, "health", health, "exit 0 only if the server is SERVING")
