@@ -11,9 +11,7 @@ joins that hub (the backlog first, then its frames as they come); any other star
 a hub of its own: a replay, which live viewers never join, so that where they are in the
 match never depends on another client's start frame.
 A viewer that falls behind by more than its queue holds (frames, or bytes) skips to the
-newest frame, and the number skipped is carried in `Video.skipped_frames`; for a few seconds
-after, its queue is only a few frames long, so a viewer on a link slower than its stream
-stays near live instead of half a second behind. The hub stops
+newest frame, and the number skipped is carried in `Video.skipped_frames`. The hub stops
 when its last viewer leaves, and always releases its capture.
 
 A hub whose viewers have all stopped reading (frames waiting, none taken for
@@ -62,12 +60,6 @@ QUEUE_FRAMES = 15
 # While the server's frame buffers are spent: enough for a viewer that keeps up (a frame
 # being sent, one waiting), nothing for one that has stopped reading.
 SPENT_QUEUE_FRAMES = 2
-# A viewer that fell behind (its link is slower than its stream) skips again as soon as this
-# many frames wait, for BEHIND_SECONDS after it last skipped: it already drops frames, so a
-# longer queue would only hold it further behind live. Viewers that keep up never skip, and
-# keep the whole queue for the jitter of a busy server or network.
-BEHIND_QUEUE_FRAMES = 3
-BEHIND_SECONDS = 5.0
 # A viewer with frames waiting that has taken none for this long has stopped reading: its
 # hub stops encoding its format until it reads again (it would only skip those frames).
 # The same holds for a hub whose viewers have all stopped: it pauses.
@@ -152,8 +144,6 @@ class Viewer:
     queue: collections.deque[Published | _End] = field(default_factory=collections.deque)
     queued_bytes: int = 0
     skipped: int = 0
-    # Until when it counts as behind (see BEHIND_QUEUE_FRAMES).
-    behind_until: float = 0.0
     taken_at: float = field(default_factory=time.monotonic)
     # Called with the viewer's format when it reads again after it had stopped.
     resumed: Callable[[Format], None] | None = None
@@ -166,16 +156,11 @@ class Viewer:
         if isinstance(item, Published):
             size = item.size_in(self.fmt)
             frames = SPENT_QUEUE_FRAMES if self.buffers.spent else self.queue_frames
-            if len(self.queue) >= BEHIND_QUEUE_FRAMES and self.behind_until:
-                now = time.monotonic()
-                if now < self.behind_until:
-                    frames = min(frames, BEHIND_QUEUE_FRAMES)
             if len(self.queue) >= frames or (
                 self.queue and self.queued_bytes + size > self.max_bytes
             ):
                 # Real time: a viewer that fell behind skips to the newest frame.
                 self.skipped += sum(isinstance(x, Published) for x in self.queue)
-                self.behind_until = time.monotonic() + BEHIND_SECONDS
                 self.close()
             self.queued_bytes += size
             item.hold(self.buffers)

@@ -178,31 +178,3 @@ async def test_viewers_that_fell_behind_together_share_each_stamped_frame() -> N
     first, second = [[await v.next() for _ in range(2)] for v in viewers]
     assert [soccer_pb2.Video.FromString(m or b"").skipped_frames for m in first] == [2, 2]
     assert all(a is b for a, b in zip(first, second, strict=True))  # one copy, not two
-
-
-async def test_a_viewer_that_fell_behind_keeps_a_short_queue_for_a_while(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Its link is slower than the stream: a queue as long as a fast viewer's would only
-    hold it further behind live. Once it has kept up for BEHIND_SECONDS, the whole queue."""
-    viewer = Viewer((soccer_pb2.RAW, 0), next_index=0, queue_frames=8)
-    for index in range(9):  # the 9th finds the queue full: 0-7 are skipped
-        viewer.offer(published(index))
-    assert viewer.skipped == 8
-    short = hub_module.BEHIND_QUEUE_FRAMES
-    for index in range(9, 9 + short):  # 8 and the next ones fill the short queue...
-        viewer.offer(published(index))
-    assert viewer.skipped == 8 + short  # ...and the next frame skips them
-    assert len(viewer.queue) == 1
-    monkeypatch.setattr(viewer, "behind_until", 0.0)  # BEHIND_SECONDS later
-    viewer.close()
-    for index in range(20, 28):
-        viewer.offer(published(index))
-    assert viewer.skipped == 8 + short and len(viewer.queue) == 8
-
-
-async def test_a_viewer_that_keeps_up_never_gets_the_short_queue() -> None:
-    viewer = Viewer((soccer_pb2.RAW, 0), next_index=0, queue_frames=8)
-    for index in range(8):
-        viewer.offer(published(index))
-    assert viewer.skipped == 0 and len(viewer.queue) == 8
