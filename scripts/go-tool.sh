@@ -32,7 +32,11 @@ t0=$SECONDS
 # -s -w halves the size; main.version is where grpcurl/ghz (and many tools) print their version from.
 GOBIN=$bindir CGO_ENABLED=0 GOFLAGS='' go install -trimpath -ldflags "-s -w -X main.version=$version" "$target" \
   || die "go install $target failed"
-# go install names the binary after the package's last element (toxiproxy's is `server`).
-built=$bindir/$(basename "${target%@*}")
+# go install names the binary after the package's last element (toxiproxy's is `server`),
+# or the one before it when that is a major version (kustomize/v5 is `kustomize`).
+package=${target%@*}
+element=$(basename "$package")
+[[ $element =~ ^v[0-9]+$ ]] && element=$(basename "$(dirname "$package")")
+built=$bindir/$element
 [[ $built == "$bin" ]] || mv "$built" "$bin"
 log "installed $bin ($version) in $((SECONDS - t0))s"
