@@ -15,15 +15,14 @@ directly, bypassing the edge, by the same ghz on the host.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
-from bench import tools
 from bench.figures import Figure, compare, median
-from bench.workspace import ROOT, Workspace, log
+from bench.unary import ghz
+from bench.workspace import ROOT, Workspace, free_port, log
 
 PROJECT = "grpcdemo-bench-edge"
 COMPOSE_FILES = "docker-compose.yml:bench/edge-compose.yml"
@@ -34,17 +33,10 @@ CONCURRENCY = (1, 50)
 UP_TIMEOUT = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _environment() -> dict[str, str]:
     env = dict(os.environ, COMPOSE_PROJECT_NAME=PROJECT, COMPOSE_FILE=COMPOSE_FILES)
     for name in ("CHEESE", "MOVIE", "SOCCER", "HTTPS"):
-        env[f"{name}_PORT"] = str(_free_port())
+        env[f"{name}_PORT"] = str(free_port())
     return env
 
 
@@ -72,24 +64,12 @@ def _images_missing() -> list[str]:
 
 
 def _ghz(address: str, concurrency: int, seconds: float, ws: Workspace) -> tuple[float, float]:
-    """(OK calls per second, p50 ms) of GetMovieByID on one connection."""
+    """(OK calls per second, p50 ms) of GetMovieByID on one connection, as the stack's client."""
     certs = ROOT / "certs"
-    argv = [str(tools.ghz()), "--proto", "proto/api/movie.proto", "--import-paths", "proto",
-            "--call", "Movie.GetMovieByID", "--data", json.dumps({"id": MARTIAN}),
-            "--concurrency", str(concurrency), "--connections", "1",
-            "--duration", f"{seconds:g}s", "--duration-stop", "wait",
-            "--cacert", str(certs / "ca.crt"), "--cert", str(certs / "client.crt"),
-            "--key", str(certs / "client.key"), "--format", "json", address]  # fmt: skip
-    done = subprocess.run(
-        argv, cwd=ROOT, capture_output=True, check=False, timeout=seconds + 60,
-        preexec_fn=ws.pin("load"),
-    )  # fmt: skip
-    if not done.stdout.strip():
-        raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr.decode()[-1000:]}")
-    report = json.loads(done.stdout)
-    ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
-    latency = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
-    return ok / (report["total"] / 1e9), latency.get(50, float("nan"))
+    tls = [str(certs / "ca.crt"), str(certs / "client.crt"), str(certs / "client.key")]
+    data = json.dumps({"id": MARTIAN})
+    result = ghz(address, "movie", "Movie.GetMovieByID", data, concurrency, seconds, ws, tls)
+    return result.qps, result.p50_ms
 
 
 def _cost(env: dict[str, str], ws: Workspace) -> list[Figure]:

@@ -8,12 +8,11 @@ the cheese and movie runtime images carry neither OpenCV nor NumPy.
 """
 
 import os
-import socket
 import subprocess
 import time
 
 from bench.figures import Figure, median
-from bench.workspace import ROOT, Workspace, log
+from bench.workspace import ROOT, Workspace, free_port, log
 
 PROJECT = "grpcdemo-bench"
 SERVICES = ("cheese", "movie", "soccer")
@@ -51,17 +50,10 @@ def _skipped(reason: str) -> list[Figure]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
     for service in SERVICES:
-        env[f"{service.upper()}_PORT"] = str(_free_port())
+        env[f"{service.upper()}_PORT"] = str(free_port())
     return env
 
 

@@ -22,6 +22,7 @@ errors of the connection closing at the very end are not held against the server
 
 import json
 import subprocess
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -85,14 +86,31 @@ def _order(rep: int) -> tuple[str, ...]:
 
 def measure(server: Server, label: str, concurrency: int, seconds: float, ws: Workspace) -> Result:
     method, data = CALLS[label]
-    proto = f"proto/api/{label.split('.')[0]}.proto"
+    tls = ws.client_tls() if server.tls else None
+    service = label.split(".")[0]
+    return ghz(server.address, service, method, data, concurrency, seconds, ws, tls)
+
+
+def ghz(
+    address: str,
+    service: str,
+    method: str,
+    data: str,
+    concurrency: int,
+    seconds: float,
+    ws: Workspace,
+    tls: Sequence[str] | None,
+) -> Result:
+    """One ghz run of `method` of `service` (its proto/api file) at `address`, on one
+    connection; `tls` is (CA, certificate, key), None for plaintext."""
+    proto = f"proto/api/{service}.proto"
     argv = [str(tools.ghz()), "--proto", proto, "--import-paths", "proto"]
     argv += ["--call", method, "--data", data, "--concurrency", str(concurrency)]
     argv += ["--connections", "1", "--duration", f"{seconds:g}s", "--duration-stop", "wait"]
-    if server.tls:
-        ca, cert, key = ws.client_tls()
+    if tls is not None:
+        ca, cert, key = tls
         argv += ["--cacert", ca, "--cert", cert, "--key", key]
-    argv += ["--format", "json", *([] if server.tls else ["--insecure"]), server.address]
+    argv += ["--format", "json", *([] if tls is not None else ["--insecure"]), address]
     done = subprocess.run(
         argv, cwd=ROOT, capture_output=True, check=False, timeout=seconds + 60,
         preexec_fn=ws.pin("load"),

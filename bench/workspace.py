@@ -10,6 +10,7 @@ catalogue is big enough that a linear scan shows. Each is made when first asked 
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,6 +30,14 @@ def log(message: str) -> None:
 def movie_id(n: int) -> str:
     """UUID-shaped, so that ghz can make a random one per call (bench/unary.py)."""
     return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def free_port() -> int:
+    """A loopback port free now, for a compose stack's published ports."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class Workspace:
