@@ -169,7 +169,15 @@ start_dockerd() {
   if ! grep -qs '"userland-proxy"' /etc/docker/daemon.json; then args+=(--userland-proxy=false); fi
   log "starting dockerd ${args[*]} (log: $DOCKERD_LOG)"
   # setsid+nohup: dockerd outlives this script and its terminal; it starts its own containerd.
-  setsid nohup dockerd "${args[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  # It must not inherit any other descriptor of its caller: one that holds a lock (a `flock`
+  # around `make e2e`) would hold it for as long as the engine runs.
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid nohup bash -c '
+    for fd in /proc/$$/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec dockerd "$@"' dockerd "${args[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
   pid=$!
   wait_engine "$pid" && return 0
   kill "$pid" 2>/dev/null || true
