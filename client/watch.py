@@ -251,6 +251,20 @@ def resumed_request(match: soccer_pb2.Match, summary: Summary) -> soccer_pb2.Mat
     return request
 
 
+def broke_in_transit(error: grpc.aio.AioRpcError) -> bool:
+    """Whether the stream ended because a connection on its way broke, not by the server's
+    answer: UNAVAILABLE (the server shut down or died), or the HTTP/2 reset a proxy sends
+    when its connection to the replica breaks after the stream started (Envoy, the edge;
+    gRPC 1.85 reports it as INTERNAL "Stream removed (RST_STREAM (Received RST_STREAM with
+    error code 2))"). Either way the next call, from the next frame, may go to another
+    replica."""
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    details = error.details() or ""
+    return code == grpc.StatusCode.INTERNAL and "RST_STREAM" in details
+
+
 class StalledError(Exception):
     """No frame came within the stall detector's limit: the replica stopped sending."""
 
@@ -260,9 +274,10 @@ async def watch(
 ) -> Summary:
     """Receive the whole stream, resuming elsewhere from the next frame when it breaks.
 
-    A stream that breaks with UNAVAILABLE (the server shut down or died), or that stalls
-    (no frame for a few frame intervals, client/stall.py: the replica froze or the network
-    to it went dark, which closes nothing), is called again with `start_frame` set to the
+    A stream that breaks in transit (broke_in_transit: the server shut down or died, or the
+    edge lost its connection to it), or that stalls (no frame for a few frame intervals,
+    client/stall.py: the replica froze or the network to it went dark, which closes
+    nothing), is called again with `start_frame` set to the
     first frame not received, so no frame is lost; round_robin sends the new call to the
     next replica. Each call is cancelled however this ends.
     """
@@ -300,7 +315,7 @@ async def watch(
             except (grpc.aio.AioRpcError, StalledError, TimeoutError) as error:
                 failures += 1
                 if isinstance(error, grpc.aio.AioRpcError):
-                    if error.code() != grpc.StatusCode.UNAVAILABLE or failures > RESUME_ATTEMPTS:
+                    if not broke_in_transit(error) or failures > RESUME_ATTEMPTS:
                         raise
                     why = error.details()
                 elif failures > RESUME_ATTEMPTS:

@@ -182,14 +182,14 @@ def test_killing_a_replica_under_load_fails_no_call(
     revive(service, container)
 
 
-@pytest.mark.parametrize(("via", "stop"), [("network", "kill"), ("edge", "stop")])
+@pytest.mark.parametrize(("via", "stop"), [("network", "kill"), ("edge", "stop"), ("edge", "kill")])
 def test_a_viewer_resumes_on_another_replica_when_its_replica_dies(
     scaled: Replicas, via: str, stop: str
 ) -> None:
-    """From the network when the replica is killed; from the host through the edge when it
-    is stopped (drains): its stream ends as without the edge, and the viewer's next Watch,
-    from the next frame, goes to another replica. (Through the edge a killed replica's
-    stream ends with INTERNAL, Envoy's reset, which the viewer does not resume.)"""
+    """From the network or from the host through the edge, the replica killed or stopped
+    (it drains): the viewer's next Watch, from the next frame, goes to another replica.
+    Through the edge a killed replica's stream ends with Envoy's reset (INTERNAL), a
+    stopped one's as without the edge."""
     watch = ["soccer", "watch", "demo", "--encoding", "jpeg"]
     if via == "network":
         command = ["docker", "compose", *client(*watch)]

@@ -91,7 +91,8 @@ class Caller:
                 )
             self.calls.append((started, time.monotonic() - started))
         except grpc.aio.AioRpcError as error:
-            self.errors.append(f"{error.code().name}: {error.details()}")
+            elapsed = time.monotonic() - started
+            self.errors.append(f"{error.code().name} after {elapsed:.2f} s: {error.details()}")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
