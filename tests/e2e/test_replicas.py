@@ -119,6 +119,16 @@ def run_in_background(command: list[str]) -> "subprocess.Popen[str]":
     )
 
 
+def first_server(watching: "subprocess.Popen[str]") -> str:
+    """The replica a running `soccer watch` names first on its standard error."""
+    assert watching.stderr is not None
+    line = watching.stderr.readline()
+    while line and not line.startswith("served by "):
+        line = watching.stderr.readline()
+    assert line, f"the watch ended before naming its server: {watching.communicate()}"
+    return line.removeprefix("served by ").strip()
+
+
 def summary(stdout: str) -> dict[str, Any]:
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON summary in {stdout!r}"
@@ -196,12 +206,7 @@ def test_a_viewer_resumes_on_another_replica_when_its_replica_dies(
     else:
         command = [sys.executable, "-m", "client", "--target", target("soccer"), *watch]
     with run_in_background(command) as running:
-        assert running.stderr is not None
-        line = running.stderr.readline()
-        while line and not line.startswith("served by "):
-            line = running.stderr.readline()
-        assert line, f"the watch ended before naming its server: {running.communicate()}"
-        victim = line.removeprefix("served by ").strip()
+        victim = first_server(running)
         # Mid-match: the demo plays for 10 s in real time.
         time.sleep(3)
         subprocess.run(["docker", stop, scaled["soccer"][victim]], check=True)

@@ -26,6 +26,7 @@ from tests.conftest import ROOT
 from tests.e2e.test_replicas import (
     DEMO_FRAMES,
     client,
+    first_server,
     popen,
     replicas,
     summary,
@@ -108,12 +109,7 @@ def test_a_frozen_replica_fails_no_call_short(scaled: Replicas) -> None:
 @pytest.mark.faults
 def test_a_viewer_resumes_elsewhere_when_its_replica_freezes(scaled: Replicas) -> None:
     with popen(client("soccer", "watch", "demo", "--encoding", "jpeg")) as running:
-        assert running.stderr is not None
-        line = running.stderr.readline()
-        while line and not line.startswith("served by "):
-            line = running.stderr.readline()
-        assert line, f"the watch ended before naming its server: {running.communicate()}"
-        victim = line.removeprefix("served by ").strip()
+        victim = first_server(running)
         # 4 s into the 10 s match, as the issue measured it.
         time.sleep(4)
         with paused(scaled["soccer"][victim]):
