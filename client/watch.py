@@ -251,6 +251,14 @@ def resumed_request(match: soccer_pb2.Match, summary: Summary) -> soccer_pb2.Mat
     return request
 
 
+def encoding_header(match: soccer_pb2.Match) -> tuple[tuple[str, str], ...]:
+    """The encoding the request asks for, as a header the edge routes on
+    (deploy/edge/envoy.yaml): JPEG streams go through a path that reads little ahead of the
+    viewer, so that on a slow link the replica, not the edge, holds back what the viewer
+    cannot take, and skips it. A replica ignores the header."""
+    return (("soccer-encoding", soccer_pb2.Encoding.Name(match.encoding).lower()),)
+
+
 def broke_in_transit(error: grpc.aio.AioRpcError) -> bool:
     """Whether the stream ended because a connection on its way broke, not by the server's
     answer: UNAVAILABLE (the server shut down or died), or the HTTP/2 reset a proxy sends
@@ -290,7 +298,7 @@ async def watch(
     failures = 0
     try:
         while request is not None:
-            call = stub.Watch(request, timeout=deadline)
+            call = stub.Watch(request, timeout=deadline, metadata=encoding_header(request))
             stalls.restart()
             try:
                 async with asyncio.timeout(stalls.answer_limit):

@@ -161,17 +161,14 @@ def watched(viewer: "subprocess.Popen[str]") -> dict[str, Any]:
 
 
 @pytest.mark.faults
-@pytest.mark.xfail(
-    strict=True,
-    reason="the edge (Envoy, deploy/edge/envoy.yaml) reads 512 KiB of a stream ahead of its "
-    "viewer, where the replica cannot skip frames: 1.45-1.6 s behind live measured, 0.75 s without "
-    "the edge; windows small enough for 1 s (128 KiB) cost the raw stream frames on a fast link",
-)
 def test_a_viewer_on_a_slow_link_stays_near_live_and_others_are_unaffected(
     scaled: Replicas, toxiproxy: Toxiproxy
 ) -> None:
-    """1 MB/s to a viewer of the 1.5 MB/s JPEG stream: it skips frames instead of falling
-    behind in buffers; a viewer of the same match on a fast link skips none."""
+    """1 MB/s to a viewer of the 1.5 MB/s JPEG stream, through the edge: it skips frames
+    instead of falling behind in buffers; a viewer of the same match on a fast link skips
+    none. (The raw stream takes another path through the edge, unchanged by this: at 83 MB/s
+    through TLS twice it is CPU-bound on this 2-core host, 24-28 fps unpaced, so a check of
+    it here would measure the host.)"""
     # 1,000 KB/s from the stack to the viewer.
     slow_link = {"type": "bandwidth", "stream": "downstream", "attributes": {"rate": 1000}}
     upstream = "127.0.0.1:" + target("soccer").rpartition(":")[2]
