@@ -285,9 +285,9 @@ async def watch(
     A stream that breaks in transit (broke_in_transit: the server shut down or died, or the
     edge lost its connection to it), or that stalls (no frame for a few frame intervals,
     client/stall.py: the replica froze or the network to it went dark, which closes
-    nothing), is called again with `start_frame` set to the
-    first frame not received, so no frame is lost; round_robin sends the new call to the
-    next replica. Each call is cancelled however this ends.
+    nothing), is called again with `start_frame` set to the first frame not received, so no
+    frame is lost; round_robin sends the new call to the next replica. Each call is
+    cancelled however this ends.
     """
     stub = soccer_pb2_grpc.SoccerStub(channel)
     summary = Summary(match.id, soccer_pb2.Encoding.Name(match.encoding).lower())

@@ -166,9 +166,9 @@ def test_a_viewer_on_a_slow_link_stays_near_live_and_others_are_unaffected(
 ) -> None:
     """1 MB/s to a viewer of the 1.5 MB/s JPEG stream, through the edge: it skips frames
     instead of falling behind in buffers; a viewer of the same match on a fast link skips
-    none. (The raw stream takes another path through the edge, unchanged by this: at 83 MB/s
-    through TLS twice it is CPU-bound on this 2-core host, 24-28 fps unpaced, so a check of
-    it here would measure the host.)"""
+    none. (Raw viewers take another path through the edge. At 83 MB/s through TLS twice the
+    raw stream is CPU-bound on this 2-core host, 24-28 fps unpaced, so a check of it beside
+    these viewers would measure the host.)"""
     # 1,000 KB/s from the stack to the viewer.
     slow_link = {"type": "bandwidth", "stream": "downstream", "attributes": {"rate": 1000}}
     upstream = "127.0.0.1:" + target("soccer").rpartition(":")[2]
