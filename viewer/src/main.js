@@ -36,7 +36,12 @@ async function play(match) {
   try {
     const frames = soccer.watch(
       { id: match, encoding: Encoding.JPEG },
-      { signal: stop.signal, onHeader: (headers) => show("replica", headers.get("served-by") ?? "?") },
+      {
+        signal: stop.signal,
+        // The edge routes JPEG watches on a path that keeps a slow link near live (README).
+        headers: { "soccer-encoding": "jpeg" },
+        onHeader: (headers) => show("replica", headers.get("served-by") ?? "?"),
+      },
     );
     for await (const frame of frames) {
       const picture = await createImageBitmap(new Blob([frame.data], { type: "image/jpeg" }));
