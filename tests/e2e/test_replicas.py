@@ -44,16 +44,21 @@ def replicas(service: str) -> dict[str, str]:
     return dict(line.split() for line in output.splitlines())
 
 
-def scale(count: int) -> None:
-    flags = [f"--scale={service}={count}" for service in SERVICES]
+def scale(counts: dict[str, int]) -> None:
+    flags = [f"--scale={service}={count}" for service, count in counts.items()]
     compose("up", "--detach", "--wait", *flags, timeout=300)
 
 
-def health_of(container: str) -> str:
+def inspected(container: str, template: str) -> str:
+    """`docker inspect --format TEMPLATE` of one container."""
     return subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Health.Status}}", container],
+        ["docker", "inspect", "--format", template, container],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
+
+
+def health_of(container: str) -> str:
+    return inspected(container, "{{.State.Health.Status}}")
 
 
 def revive(service: str, container: str) -> None:
@@ -92,13 +97,13 @@ def wait_all_healthy(service: str, within: float = 90) -> None:
 
 @pytest.fixture(scope="module")
 def scaled() -> Iterator[Replicas]:
-    scale(REPLICAS)
+    scale(dict.fromkeys(SERVICES, REPLICAS))
     found = {service: replicas(service) for service in SERVICES}
     assert all(len(names) == REPLICAS for names in found.values()), found
     for service in SERVICES:
         wait_edge_sees_all(service)
     yield found
-    scale(1)  # the other e2e modules expect the default, one of each
+    scale(dict.fromkeys(SERVICES, 1))  # the other e2e modules expect one of each
 
 
 def client(*args: str) -> list[str]:

@@ -15,15 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.e2e.test_compose import compose
-from tests.e2e.test_replicas import replicas
+from tests.e2e.test_replicas import inspected, replicas, scale
 
 SCALE = {"cheese": 1, "movie": 3, "soccer": 2}
-
-
-def scale(counts: dict[str, int]) -> None:
-    flags = [f"--scale={service}={count}" for service, count in counts.items()]
-    compose("up", "--detach", "--wait", *flags, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +48,13 @@ def paused(container: str) -> Iterator[None]:
         docker("unpause", container)
 
 
-def _pid(container: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Pid}}", container],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-
-
 BLACKHOLE = [["INPUT", "!", "-i", "lo", "-j", "DROP"], ["OUTPUT", "!", "-o", "lo", "-j", "DROP"]]
 
 
 @contextmanager
 def blackholed(container: str) -> Iterator[None]:
     """Every packet to or from the replica's network dropped: no reset, no FIN, nothing."""
-    netns = ["nsenter", "-t", _pid(container), "-n", "iptables"]
+    netns = ["nsenter", "-t", inspected(container, "{{.State.Pid}}"), "-n", "iptables"]
     for rule in BLACKHOLE:
         subprocess.run([*netns, "-I", *rule], check=True, capture_output=True)
     try:
