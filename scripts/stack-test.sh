@@ -12,6 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One stack per engine: the project's name, its published ports and its images' tags are
+# fixed, so a run from another checkout (or make k8s-e2e's build) waits for this one.
+exec {lock_fd}>"${STACK_LOCK:-/tmp/grpcdemo-stack.lock}"
+flock "$lock_fd"
+
 # A --profile flag replaces COMPOSE_PROFILES, so ps, logs and down name every profile.
 every_profile=(--profile tools --profile observability)
 
