@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from json.encoder import encode_basestring_ascii as _json
 from typing import Any
 
 import grpc
@@ -75,12 +76,18 @@ class AccessLogger:
         code = final_code(context, error)
         if code is grpc.StatusCode.OK and self.errors_only:
             return
+        duration_ms = round((time.perf_counter() - entry.start) * 1000, 3)
+        output = None if code is grpc.StatusCode.UNKNOWN else logs.direct(log)
+        if output is not None:
+            handler, formatter = output
+            handler.add_line(_line(formatter, method, entry, code, duration_ms, trace_id))
+            return
         fields: dict[str, Any] = {
             "method": method,
             "peer": entry.peer,
             "client": entry.client,
             "code": code.name,
-            "duration_ms": round((time.perf_counter() - entry.start) * 1000, 3),
+            "duration_ms": duration_ms,
         }
         if entry.via:
             fields["via"] = entry.via
@@ -90,10 +97,28 @@ class AccessLogger:
             fields["trace_id"] = trace_id
         if code is grpc.StatusCode.UNKNOWN:
             log.error("call", extra=fields, exc_info=error)
-            return
-        output = logs.direct(log)
-        if output is None:
+        else:
             log.info("call", extra=fields)
-            return
-        handler, formatter = output
-        handler.add_line(formatter.line(time.time(), "INFO", log.name, os.getpid(), "call", fields))
+
+
+def _line(
+    formatter: logs.JsonFormatter,
+    method: str,
+    entry: Entry,
+    code: grpc.StatusCode,
+    duration_ms: float,
+    trace_id: str | None,
+) -> str:
+    """The call's line as `formatter.line` writes it from the same fields, in JSON text made
+    here (tests/test_runtime.py holds the two to the same output)."""
+    client = "null" if entry.client is None else _json(entry.client)
+    opening = formatter.opening(time.time(), "INFO", log.name, os.getpid(), "call")
+    text = (
+        f'{opening}, "method": {_json(method)}, "peer": {_json(entry.peer)}, '
+        f'"client": {client}, "code": "{code.name}", "duration_ms": {duration_ms!r}'
+    )
+    if entry.via:
+        text += f', "via": {_json(entry.via)}'
+    if trace_id is not None:
+        text += f', "trace_id": "{trace_id}"'
+    return text + "}"

