@@ -71,9 +71,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
         if "trace_id" not in fields:
-            # Invalid (no trace id) outside a traced call, and always with tracing off.
+            # Only a kept trace's id: none outside a traced call, with tracing off, or in a
+            # call not sampled (no backend has that trace).
             span_context = trace.get_current_span().get_span_context()
-            if span_context.is_valid:
+            if span_context.trace_flags.sampled:
                 fields["trace_id"] = format(span_context.trace_id, "032x")
         if record.exc_info:
             fields["exception"] = self.formatException(record.exc_info)

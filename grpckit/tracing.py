@@ -6,7 +6,15 @@ On only where OTEL_EXPORTER_OTLP_ENDPOINT names a collector (TraceSettings). Wit
 provider is made and `tracer()` is None: the runtime starts no span, reads no metadata for
 one, and no channel gets an interceptor, so tracing costs one `is None` per call and nothing
 tries (and fails, in the logs) to export. With one, the sampler decides per trace; a span
-not sampled is the SDK's non-recording span (no attributes kept, nothing exported).
+not sampled records nothing and is exported nowhere.
+
+A call that brings no trace context of its own is a root, which the sampler's root ratio
+decides alone (`Roots`): the runtime draws that decision itself before any span is made, so
+the ninety-nine calls in a hundred that are not traced cost a random number and a context
+made once (`_UNSAMPLED`), not a span of the SDK's (about 5 us, several times that in a busy
+server). Their context is valid but not sampled, so spans made inside them, and calls they
+make, are not sampled either, as the SDK's parent-based samplers would decide; log lines
+carry a trace id only for a trace that is kept.
 
 The runtime's tracer is this module's, not only the API's global one: the global provider
 can be set once per process, and tests swap providers (`enable`).
@@ -21,9 +29,11 @@ would fail.
 
 import logging
 import os
+import random
 import socket
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -33,14 +43,25 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from grpckit.config import TraceSampler, TraceSettings
 from grpckit.settings import parse
@@ -51,6 +72,8 @@ PROPAGATOR = TraceContextTextMapPropagator()
 _FIELDS = frozenset(PROPAGATOR.fields)
 
 _tracer: trace.Tracer | None = None
+# The tracer's root sampling ratio, when the runtime may draw root decisions itself.
+_root_ratio: float | None = None
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +86,72 @@ def settings(environ: Mapping[str, str] | None = None) -> TraceSettings:
     return found
 
 
+# Set while the runtime starts a root span it has decided to sample (`begin`).
+_decided: ContextVar[bool] = ContextVar("decided", default=False)
+
+
+class Roots(TraceIdRatioBased):
+    """The trace id ratio sampler, whose decision for a call's root span the runtime may
+    have drawn already (`begin`): then it stands. Every other span is decided by the ratio,
+    as by the SDK's own sampler."""
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if _decided.get():
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return super().should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+
+class _ParentBasedRoots(ParentBased):
+    """ParentBased over `Roots`, which the runtime finds here."""
+
+    def __init__(self, roots: Roots) -> None:
+        super().__init__(roots)
+        self.roots = roots
+
+
 def sampler(settings: TraceSettings) -> Sampler:
-    ratio = TraceIdRatioBased(settings.sampler_arg)
+    ratio = Roots(settings.sampler_arg)
     return {
         TraceSampler.ALWAYS_ON: ALWAYS_ON,
-        TraceSampler.ALWAYS_OFF: ALWAYS_OFF,
+        TraceSampler.ALWAYS_OFF: Roots(0.0),
         TraceSampler.TRACEIDRATIO: ratio,
         TraceSampler.PARENTBASED_ALWAYS_ON: ParentBased(ALWAYS_ON),
-        TraceSampler.PARENTBASED_ALWAYS_OFF: ParentBased(ALWAYS_OFF),
-        TraceSampler.PARENTBASED_TRACEIDRATIO: ParentBased(ratio),
+        TraceSampler.PARENTBASED_ALWAYS_OFF: _ParentBasedRoots(Roots(0.0)),
+        TraceSampler.PARENTBASED_TRACEIDRATIO: _ParentBasedRoots(ratio),
     }[settings.sampler]
+
+
+def _roots(tracer_provider: trace.TracerProvider) -> Roots | None:
+    """The root sampler whose decisions the runtime may draw itself, if the provider has one."""
+    found = getattr(tracer_provider, "sampler", None)
+    if isinstance(found, _ParentBasedRoots):
+        return found.roots
+    return found if isinstance(found, Roots) else None
+
+
+# The context of every root call not sampled: valid, so that nothing inside it starts a
+# trace of its own, and not sampled, so that nothing inside it is recorded.
+_UNSAMPLED = trace.set_span_in_context(
+    NonRecordingSpan(
+        SpanContext(
+            trace_id=0x5EED0000000000000000000000000001,
+            span_id=0x5EED000000000001,
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+        )
+    )
+)
 
 
 def provider(service: str, replica: str, settings: TraceSettings) -> TracerProvider:
@@ -152,8 +231,10 @@ class WhileResolved(SpanExporter):
 def enable(tracer_provider: trace.TracerProvider | None) -> None:
     """The runtime's spans go to `tracer_provider` from now on; None turns them off.
     Channels opened before keep what they had (grpckit/channel.py)."""
-    global _tracer
+    global _tracer, _root_ratio
     _tracer = None if tracer_provider is None else tracer_provider.get_tracer("grpckit")
+    roots = None if tracer_provider is None else _roots(tracer_provider)
+    _root_ratio = None if roots is None else roots.rate
 
 
 def tracer() -> trace.Tracer | None:
@@ -174,14 +255,25 @@ def rpc_attributes(name: str) -> dict[str, str]:
 
 def begin(
     server_tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext[Any, Any]
-) -> Span:
+) -> Span | None:
     """A server span for a call to `method` ("/pkg.Service/Method"), child of the caller's
-    span when it sent one, and current for the rest of the call's task."""
+    span when it sent one, and current for the rest of the call's task; None for a root
+    call not sampled, whose context is `_UNSAMPLED`."""
     carrier = {key: value for key, value in context.invocation_metadata() or () if key in _FIELDS}
     parent = PROPAGATOR.extract(carrier) if carrier else None
-    span = server_tracer.start_span(
-        method[1:], context=parent, kind=SpanKind.SERVER, attributes=rpc_attributes(method[1:])
-    )
+    decided = None
+    if parent is None and _root_ratio is not None:
+        if random.random() >= _root_ratio:
+            otel_context.attach(_UNSAMPLED)
+            return None
+        decided = _decided.set(True)
+    try:
+        span = server_tracer.start_span(
+            method[1:], context=parent, kind=SpanKind.SERVER, attributes=rpc_attributes(method[1:])
+        )
+    finally:
+        if decided is not None:
+            _decided.reset(decided)
     otel_context.attach(trace.set_span_in_context(span))
     return span
 
@@ -195,6 +287,7 @@ def end(span: Span, code: grpc.StatusCode) -> None:
 
 
 def trace_id(span: Span) -> str | None:
-    """The span's trace id as W3C writes it (32 hex digits); None when it has none."""
+    """The span's trace id as W3C writes it (32 hex digits); None when its trace is not
+    kept (not sampled, or none)."""
     span_context = span.get_span_context()
-    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+    return format(span_context.trace_id, "032x") if span_context.trace_flags.sampled else None

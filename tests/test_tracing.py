@@ -2,6 +2,7 @@
 of OTLP (grpckit/tracing.py `enable`), channels from grpckit/channel.py as every client
 opens them."""
 
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -281,3 +282,68 @@ def test_spans_for_a_collector_whose_name_does_not_resolve_are_dropped_quietly(
         ("no trace collector: spans dropped", "no-such-collector.invalid"),
         ("trace collector found", "localhost"),
     ]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+async def test_a_call_without_a_callers_trace_is_traced_at_the_root_ratio(
+    pki: Path, ratio: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runtime draws a root call's decision itself (tracing.Roots); the spans kept and
+    the trace ids logged are those the ratio keeps, all or nothing here."""
+    exporter = InMemorySpanExporter()
+    rated = TraceSettings("memory", TraceSampler.PARENTBASED_TRACEIDRATIO, ratio)
+    provider = tracing.provider("test", "replica-1", rated)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    try:
+        async with running(settings(pki, access_log=AccessLog.ALL), [Echo()]) as served:
+            with caplog.at_level(logging.INFO, logger="grpckit.access"):
+                async with grpc.aio.secure_channel(
+                    f"localhost:{served.port}", _credentials(pki)
+                ) as channel:
+                    for _ in range(3):
+                        assert await echo.echo(channel)("hello", timeout=5) == "hello"
+
+                async def logged() -> list[dict[str, Any]]:
+                    lines = [line for line in access_lines(caplog) if line["method"] == echo.ECHO]
+                    assert len(lines) == 3
+                    return lines
+
+                lines = await eventually(logged)
+    finally:
+        tracing.enable(None)
+        provider.shutdown()
+    kept = named(exporter, ECHO, SpanKind.SERVER)
+    assert len(kept) == (3 if ratio else 0)
+    logged_ids = sorted(str(line.get("trace_id")) for line in lines)
+    expected = [format(span.context.trace_id, "032x") for span in kept if span.context]
+    assert logged_ids == (sorted(expected) if ratio else ["None"] * 3)
+
+
+def test_nothing_inside_a_root_call_not_sampled_is_recorded() -> None:
+    """Its context is valid and not sampled: a span made in it is no root of a trace of its
+    own, and a call made from it says so to the next server."""
+    rated = TraceSettings("memory", TraceSampler.PARENTBASED_TRACEIDRATIO, 0.0)
+    provider = tracing.provider("test", "replica-1", rated)
+    tracing.enable(provider)
+
+    class _Call:
+        def invocation_metadata(self) -> tuple[()]:
+            return ()
+
+    def inside() -> None:
+        tracer = tracing.tracer()
+        assert tracer is not None
+        assert tracing.begin(tracer, "/" + ECHO, cast(Any, _Call())) is None
+        child = tracer.start_span("decode")
+        assert not child.is_recording()
+        assert child.get_span_context().trace_flags.sampled is False
+        carrier: dict[str, str] = {}
+        tracing.PROPAGATOR.inject(carrier)
+        assert carrier["traceparent"].endswith("-00")
+
+    try:
+        contextvars.copy_context().run(inside)
+    finally:
+        tracing.enable(None)
+        provider.shutdown()
