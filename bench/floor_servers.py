@@ -7,7 +7,8 @@ built before the first call, so what is left is gRPC's and the kernel's cost per
 
 - cheese: `Order` answers at once with a new `Cheese`, as the seed's does: the per-call
   cost of grpc.aio itself, the limit for any unary figure of ours.
-- movie: `GetListMovies` streams the catalogue, prebuilt and serialized once.
+- movie: `GetListMovies` streams the catalogue, prebuilt and serialized once;
+  `GetMovieByID` answers each id with its movie serialized once (NOT_FOUND for others).
 - soccer: `Watch` is a broadcast of the match's frames, decoded and JPEG-encoded once at
   start (quality 80, as ours and the seed), paced at the video's fps and looped; each viewer
   gets `max_frames` of them from where the broadcast is. No decoding while serving.
@@ -58,18 +59,28 @@ def _order_handler() -> Handler:
     return grpc.method_handlers_generic_handler("cheesefarm.CheeseService", {"Order": handler})
 
 
-def _list_handler(catalogue: Path) -> Handler:
+def _movie_handler(catalogue: Path) -> Handler:
     movies = json.loads(catalogue.read_text())["movies"]
     blobs = [movie_pb2.MovieData(**movie).SerializeToString() for movie in movies]
+    by_id = {movie["id"]: blob for movie, blob in zip(movies, blobs, strict=True)}
 
     async def get_list_movies(request: Any, context: Any) -> AsyncIterator[bytes]:
         for blob in blobs:
             yield blob
 
-    handler = grpc.unary_stream_rpc_method_handler(
+    async def get_movie_by_id(request: movie_pb2.MovieID, context: Any) -> bytes:
+        blob = by_id.get(request.id)
+        return blob if blob is not None else await context.abort(grpc.StatusCode.NOT_FOUND, "")
+
+    listed = grpc.unary_stream_rpc_method_handler(
         get_list_movies, movie_pb2.Empty.FromString, _identity
     )
-    return grpc.method_handlers_generic_handler("Movie", {"GetListMovies": handler})
+    found = grpc.unary_unary_rpc_method_handler(
+        get_movie_by_id, movie_pb2.MovieID.FromString, _identity
+    )
+    return grpc.method_handlers_generic_handler(
+        "Movie", {"GetListMovies": listed, "GetMovieByID": found}
+    )
 
 
 def _jpeg_frames(video: Path) -> tuple[list[bytes], float]:
@@ -157,7 +168,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.service == "cheese":
         server.add_generic_rpc_handlers((_order_handler(),))
     elif args.service == "movie":
-        server.add_generic_rpc_handlers((_list_handler(Path(args.catalogue)),))
+        server.add_generic_rpc_handlers((_movie_handler(Path(args.catalogue)),))
     else:
         broadcast = _Broadcast(*_jpeg_frames(Path(args.videos_dir) / f"{args.match}.mp4"))
         server.add_generic_rpc_handlers((_watch_handler(broadcast),))

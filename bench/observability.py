@@ -29,6 +29,8 @@ from bench.unary import measure
 from bench.workspace import MATCH, Workspace
 
 MIN_SHARE = 0.95  # on keeps at least 95 % of off's calls/s and viewers per CPU
+# Ours' on/off ratio keeps at least 95 % of the floor's (gRPC's plugin on against off).
+RELATIVE_MIN_SHARE = 0.95
 CONCURRENCY = (1, 50)
 VIEWERS = 24
 FPS = 30
@@ -67,11 +69,9 @@ def _unary(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> list[Figure]:
         per_cpu: dict[str, list[float]] = {kind: [] for kind in servers}
         what = f"observability cheese.Order c={concurrency}"
         for kind, server in rounds(what, servers, ws.reps, _order):
-            before = server.cpu_seconds()
             result = measure(server, "cheese.Order", concurrency, seconds, ws)
-            used = server.cpu_seconds() - before
             qps[kind].append(result.qps)
-            per_cpu[kind].append(result.calls / used if used > 0 else 0.0)
+            per_cpu[kind].append(result.per_cpu)
         prefix = f"observability.cheese.Order.c{concurrency}"
         for name, unit, runs in (("qps", "calls/s", qps), ("per_cpu", "calls/CPU-s", per_cpu)):
             value, baseline, ratios = paired(runs["on"], runs["off"])
@@ -88,6 +88,14 @@ def _unary(ws: Workspace, stack: ExitStack, on: dict[str, str]) -> list[Figure]:
             baseline, baseline_label="grpc.aio alone, no plugin (paired)",
             runs=per_cpu["floor on"], baseline_runs=per_cpu["floor off"],
             detail={"pair_ratios": ratios},
+        ))  # fmt: skip
+        # Ours' on/off against the floor's: what observability costs ours beyond the
+        # plugin's own price.
+        ours_on_off = next(f for f in figures if f.name == f"{prefix}.per_cpu").ratio
+        figures.append(Figure(
+            "observability", f"{prefix}.on_off_vs_floor_on_off", "ratio", ours_on_off,
+            figures[-1].ratio, baseline_label="grpc.aio alone, plugin on/off",
+            min_ratio=RELATIVE_MIN_SHARE,
         ))  # fmt: skip
     return figures
 

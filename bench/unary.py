@@ -6,9 +6,14 @@ burst of noise on the shared machine hits all three alike. Ours runs with no sim
 preparation time, as the seed does, and GetMovieByID asks for a random id of the 100k
 catalogue each call, so the seed's linear scan costs what it would on average.
 
-For cheese `Order`, the floor (grpc.aio alone, bench/floor_servers.py) runs beside them: a
-zero-work unary call cannot be faster on grpc.aio than that, so its ratio to the seed is the
-ceiling of ours.
+The floor (grpc.aio alone, bench/floor_servers.py: `Order` answered at once, `GetMovieByID`
+from answers serialized once) runs beside them: a unary call cannot be faster on grpc.aio
+than that, so its ratio to the seed is the ceiling of ours. Against it, the runtime's own
+cost: ours with every default on but gRPC's metrics plugin (mutual TLS, authorization,
+budgets, access log, served-by, the services' metrics, traces at the default sampling
+exported to a collector, bench/otlp_sink.py), in calls per server CPU-second, back to back
+with the floor in each repeat (`runtime_vs_floor_per_cpu`). The plugin's share is
+bench/observability.py's.
 
 The mTLS share pairs each repeat's mTLS run with the plaintext run right next to it (which
 goes first alternates) and reports the pair with the median ratio: a burst of load from
@@ -20,6 +25,7 @@ cutting its connection: cancelled calls are not what is measured. QPS counts OK 
 errors of the connection closing at the very end are not held against the server.
 """
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Sequence
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 
 from bench import tools
 from bench.figures import Figure, compare, paired
-from bench.servers import Server, floor, ours, rounds, seed
+from bench.servers import Server, floor, launch, ours, rounds, seed
 from bench.workspace import CATALOGUE_SIZE, ROOT, Workspace
 
 # A random catalogue id per call (bench.workspace.movie_id); a Go raw string, since ghz
@@ -40,6 +46,7 @@ CALLS = {  # service.Method: ghz's package.Service.Method, the request as JSON
 }
 CONCURRENCY = (1, 50)
 MTLS_MIN_SHARE = 0.8  # mutual TLS may cost at most 20% of plaintext QPS
+RUNTIME_MIN_SHARE = 0.9  # the runtime's jobs may cost at most 10% of grpc.aio's own calls/CPU-s
 SHUTDOWN_ERRORS = ("closed network connection", "client connection is closing", "canceled")
 
 
@@ -51,44 +58,58 @@ class Result:
     p99_ms: float
     errors: int
     first_error: str
+    cpu_seconds: float = 0.0  # the server's, user and system, over the run
+
+    @property
+    def per_cpu(self) -> float:
+        """OK calls per server CPU-second."""
+        return self.calls / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 def run(ws: Workspace) -> list[Figure]:
     seconds = 2.0 if ws.quick else 4.0
     figures: list[Figure] = []
-    for label in CALLS:
-        service = label.split(".")[0]
-        with ExitStack() as stack:
-            servers: dict[str, Server] = {
-                "ours": stack.enter_context(ours(service, ws)),
-                "plain": stack.enter_context(ours(service, ws, tls=False)),
-                "seed": stack.enter_context(seed(service, ws)),
-            }
-            if service == "cheese":
-                servers["floor"] = stack.enter_context(floor(service, ws))
-            for server in servers.values():  # connections, caches, first-call paths
-                measure(server, label, 50, 0.5, ws)
-            for concurrency in CONCURRENCY:
-                results: dict[str, list[Result]] = {kind: [] for kind in servers}
-                what = f"unary {label} c={concurrency}"
-                for kind, server in rounds(what, servers, ws.reps, _order):
-                    results[kind].append(measure(server, label, concurrency, seconds, ws))
-                figures += _figures(f"unary.{label}.c{concurrency}", results)
+    with ExitStack() as outer:
+        sink = outer.enter_context(launch("otlp sink", ["-m", "bench.otlp_sink"], ws, cpu="load"))
+        runtime = {"GRPC_METRICS": "off", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}"}
+        for label in CALLS:
+            service = label.split(".")[0]
+            with ExitStack() as stack:
+                servers: dict[str, Server] = {
+                    "ours": stack.enter_context(ours(service, ws)),
+                    "plain": stack.enter_context(ours(service, ws, tls=False)),
+                    "seed": stack.enter_context(seed(service, ws)),
+                    "floor": stack.enter_context(floor(service, ws)),
+                    "runtime": stack.enter_context(
+                        ours(service, ws, label=f"ours {service} runtime", env=runtime)
+                    ),
+                }
+                for server in servers.values():  # connections, caches, first-call paths
+                    measure(server, label, 50, 0.5, ws)
+                for concurrency in CONCURRENCY:
+                    results: dict[str, list[Result]] = {kind: [] for kind in servers}
+                    what = f"unary {label} c={concurrency}"
+                    for kind, server in rounds(what, servers, ws.reps, _order):
+                        results[kind].append(measure(server, label, concurrency, seconds, ws))
+                    figures += _figures(f"unary.{label}.c{concurrency}", results)
     return figures
 
 
 def _order(rep: int) -> tuple[str, ...]:
-    """Ours (mTLS) and plaintext back to back, alternating which goes first; then the seed
-    and the floor (cheese only)."""
-    pair = ("ours", "plain") if rep % 2 == 0 else ("plain", "ours")
-    return (*pair, "seed", "floor")
+    """Ours (mTLS) and plaintext back to back, then the runtime and the floor, alternating
+    which of each pair goes first; then the seed."""
+    pairs = (("ours", "plain"), ("runtime", "floor"))
+    return (*(kind for pair in pairs for kind in (pair if rep % 2 == 0 else pair[::-1])), "seed")
 
 
 def measure(server: Server, label: str, concurrency: int, seconds: float, ws: Workspace) -> Result:
+    """One ghz run against `server`, with the server's CPU time it cost."""
     method, data = CALLS[label]
     tls = ws.client_tls() if server.tls else None
     service = label.split(".")[0]
-    return ghz(server.address, service, method, data, concurrency, seconds, ws, tls)
+    before = server.cpu_seconds()
+    result = ghz(server.address, service, method, data, concurrency, seconds, ws, tls)
+    return dataclasses.replace(result, cpu_seconds=server.cpu_seconds() - before)
 
 
 def ghz(
@@ -144,6 +165,8 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
         note = f"errors {errors}: {first[:160]}"
     qps, plain_qps = [r.qps for r in ours], [r.qps for r in plain]
     mtls, mtls_plain, ratios = paired(qps, plain_qps)
+    runtime, floor_ = [r.per_cpu for r in results["runtime"]], [r.per_cpu for r in results["floor"]]
+    share, floor_share, share_ratios = paired(runtime, floor_)
     return [
         compare("unary", f"{prefix}.qps", "calls/s", qps, [r.qps for r in seed], note=note),
         compare("unary", f"{prefix}.p50", "ms", [r.p50_ms for r in ours],
@@ -155,7 +178,11 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
             baseline_label="ours plaintext (paired)", min_ratio=MTLS_MIN_SHARE,
             runs=qps, baseline_runs=plain_qps, detail={"pair_ratios": ratios},
         ),
-    ] + ([
         compare("unary", f"{prefix}.floor_qps", "calls/s", [r.qps for r in results["floor"]],
                 [r.qps for r in seed], baseline_label="seed (grpc.aio alone against it)"),
-    ] if "floor" in results else [])  # fmt: skip
+        Figure(
+            "unary", f"{prefix}.runtime_vs_floor_per_cpu", "calls/CPU-s", share, floor_share,
+            baseline_label="grpc.aio alone (paired)", min_ratio=RUNTIME_MIN_SHARE,
+            runs=runtime, baseline_runs=floor_, detail={"pair_ratios": share_ratios},
+        ),
+    ]  # fmt: skip
