@@ -68,12 +68,12 @@ class AccessLogger:
     def end(
         self,
         method: str,
-        context: Context,
+        code: grpc.StatusCode,
         entry: Entry,
         error: BaseException | None,
         trace_id: str | None = None,
     ) -> None:
-        code = final_code(context, error)
+        """The call's line; `code` is its `final_code`, `error` what ended it, if anything."""
         if code is grpc.StatusCode.OK and self.errors_only:
             return
         duration_ms = round((time.perf_counter() - entry.start) * 1000, 3)

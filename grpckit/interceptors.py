@@ -238,11 +238,13 @@ class _Observed:
         self._calls.in_flight.count -= 1
         ended = None if error is None else cancellation.translated(error)
         span = self._span
-        if span is not None:
-            tracing.end(span, final_code(self._context, ended))
-        if self._access and self._entry:
-            trace_id = None if span is None else tracing.trace_id(span)
-            self._access.end(self._method, self._context, self._entry, ended, trace_id)
+        if span is not None or self._entry is not None:
+            code = final_code(self._context, ended)
+            if span is not None:
+                tracing.end(span, code)
+            if self._access is not None and self._entry is not None:
+                trace_id = None if span is None else tracing.trace_id(span)
+                self._access.end(self._method, code, self._entry, ended, trace_id)
         if ended is not error:
             raise cast(BaseException, ended) from error
 
