@@ -134,9 +134,12 @@ def ours(
     tls: bool = True,
     label: str = "",
     env: Mapping[str, str] | None = None,
+    port: int = 0,
+    cpu: str = "server",
 ) -> Server:
-    """Ours as the stack runs it; `env` adds settings (and names the run `label`)."""
-    argv = ["-m", service, "--host", "127.0.0.1", "--port", "0", "--grace", "1"]
+    """Ours as the stack runs it; `env` adds settings (and names the run `label`); WORKERS
+    above 1 needs a `port` of its own."""
+    argv = ["-m", service, "--host", "127.0.0.1", "--port", str(port), "--grace", "1"]
     argv += ["--tls-cert", str(ws.pki / f"{service}.crt"), "--tls-key"]
     argv += [str(ws.pki / f"{service}.key"), "--tls-ca", str(ws.pki / "ca.crt")]
     argv += [] if tls else ["--insecure"]
@@ -149,7 +152,7 @@ def ours(
     # search at the per-client stream limit. The memory budgets stay as configured.
     argv += ["--max-streams", "100000", "--max-streams-per-client", "100000"]
     label = label or f"ours {service} {'mTLS' if tls else 'plaintext'}"
-    return launch(label, argv, ws, tls, env)
+    return launch(label, argv, ws, tls, env, cpu)
 
 
 def _inputs(service: str, ws: Workspace) -> list[str]:
@@ -158,10 +161,10 @@ def _inputs(service: str, ws: Workspace) -> list[str]:
     return ["--videos-dir", str(ws.videos)] if service == "soccer" else []
 
 
-def seed(service: str, ws: Workspace, *, tls: bool = True) -> Server:
+def seed(service: str, ws: Workspace, *, tls: bool = True, cpu: str = "server") -> Server:
     argv = ["-m", "bench.seed_servers", "--service", service, "--port", "0", *_inputs(service, ws)]
     argv += ["--certs", str(ws.pki)] if tls else ["--insecure"]
-    return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls)
+    return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls, cpu=cpu)
 
 
 def floor(service: str, ws: Workspace, *, grpc_metrics: bool = False) -> Server:

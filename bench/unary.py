@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from bench import tools
 from bench.figures import Figure, compare, paired
 from bench.servers import Server, floor, launch, ours, rounds, seed
-from bench.workspace import CATALOGUE_SIZE, ROOT, Workspace
+from bench.workspace import CATALOGUE_SIZE, ROOT, Workspace, free_port
 
 # A random catalogue id per call (bench.workspace.movie_id); a Go raw string, since ghz
 # checks that the data is JSON before templating.
@@ -92,7 +92,49 @@ def run(ws: Workspace) -> list[Figure]:
                     for kind, server in rounds(what, servers, ws.reps, _order):
                         results[kind].append(measure(server, label, concurrency, seconds, ws))
                     figures += _figures(f"unary.{label}.c{concurrency}", results)
+        figures += _per_machine(ws, seconds)
     return figures
+
+
+def _per_machine(ws: Workspace, seconds: float) -> list[Figure]:
+    """cheese `Order` at c=50 on the whole machine, nothing pinned: ours with WORKERS=2 (one
+    process a core, SO_REUSEPORT) against ours with one worker and against the seed's one
+    process. ghz opens 8 connections, which the kernel spreads over the workers, and shares
+    the CPUs with them, as a client on the same machine would."""
+    label, concurrency = "cheese.Order", 50
+    with ExitStack() as stack:
+        servers: dict[str, Server] = {
+            "two": stack.enter_context(
+                ours("cheese", ws, label="ours cheese 2 workers", env={"WORKERS": "2"},
+                     port=free_port(), cpu="machine")
+            ),
+            "one": stack.enter_context(
+                ours("cheese", ws, label="ours cheese 1 worker", cpu="machine")
+            ),
+            "seed": stack.enter_context(seed("cheese", ws, cpu="machine")),
+        }  # fmt: skip
+        method, data = CALLS[label]
+
+        def machine(server: Server, duration: float) -> Result:
+            return ghz(server.address, "cheese", method, data, concurrency, duration, ws,
+                       ws.client_tls(), connections=8, cpu="machine")  # fmt: skip
+
+        for server in servers.values():
+            machine(server, 0.5)
+        qps: dict[str, list[float]] = {kind: [] for kind in servers}
+        for kind, server in rounds(f"unary {label} c=50 per machine", servers, ws.reps):
+            qps[kind].append(machine(server, seconds).qps)
+    prefix = f"unary.{label}.c{concurrency}.per_machine"
+    two_one, one, ratios_one = paired(qps["two"], qps["one"])
+    two_seed, seed_qps, ratios_seed = paired(qps["two"], qps["seed"])
+    return [
+        Figure("unary", f"{prefix}.vs_one_worker", "calls/s", two_one, one,
+               baseline_label="ours, 1 worker (paired)", min_ratio=1.8, runs=qps["two"],
+               baseline_runs=qps["one"], detail={"pair_ratios": ratios_one}),
+        Figure("unary", f"{prefix}.vs_seed", "calls/s", two_seed, seed_qps,
+               baseline_label="seed, 1 process (paired)", min_ratio=1.5, runs=qps["two"],
+               baseline_runs=qps["seed"], detail={"pair_ratios": ratios_seed}),
+    ]  # fmt: skip
 
 
 def _order(rep: int) -> tuple[str, ...]:
@@ -121,20 +163,29 @@ def ghz(
     seconds: float,
     ws: Workspace,
     tls: Sequence[str] | None,
+    connections: int = 1,
+    cpu: str = "load",
 ) -> Result:
-    """One ghz run of `method` of `service` (its proto/api file) at `address`, on one
-    connection; `tls` is (CA, certificate, key), None for plaintext."""
+    """One ghz run of `method` of `service` (its proto/api file) at `address`, on
+    `connections`; `tls` is (CA, certificate, key), None for plaintext."""
     proto = f"proto/api/{service}.proto"
     argv = [str(tools.ghz()), "--proto", proto, "--import-paths", "proto"]
     argv += ["--call", method, "--data", data, "--concurrency", str(concurrency)]
-    argv += ["--connections", "1", "--duration", f"{seconds:g}s", "--duration-stop", "wait"]
+    argv += [
+        "--connections",
+        str(connections),
+        "--duration",
+        f"{seconds:g}s",
+        "--duration-stop",
+        "wait",
+    ]
     if tls is not None:
         ca, cert, key = tls
         argv += ["--cacert", ca, "--cert", cert, "--key", key]
     argv += ["--format", "json", *([] if tls is not None else ["--insecure"]), address]
     done = subprocess.run(
         argv, cwd=ROOT, capture_output=True, check=False, timeout=seconds + 60,
-        preexec_fn=ws.pin("load"),
+        preexec_fn=ws.pin(cpu),
     )  # fmt: skip
     if not done.stdout.strip():
         raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr.decode()[-2000:]}")

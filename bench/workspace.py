@@ -59,7 +59,9 @@ class Workspace:
 
     def pin(self, role: str) -> Callable[[], None] | None:
         """A preexec_fn pinning a child to the "server" or "load" CPU before it starts any
-        thread (threads inherit it)."""
+        thread (threads inherit it); None for "machine", which leaves it every CPU."""
+        if role == "machine":
+            return None
         cpus = self.server_cpus if role == "server" else self.load_cpus
         return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
 
