@@ -8,6 +8,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROTOS := $(wildcard proto/api/*.proto)
+# grpc's own reflection v1 contract (grpcio-reflection ships only v1alpha). Compiled as
+# api/grpc/...: generated into the `api` package, beside the contracts, so that its module
+# `api.grpc.reflection.v1` never shadows grpcio's own `grpc` package.
+REFLECTION_V1 := grpc/reflection/v1/reflection.proto
 
 .PHONY: help
 help: ## list the targets
@@ -23,11 +27,13 @@ $(BIN)/.installed: requirements/*.txt
 venv: $(BIN)/.installed ## the development virtualenv (.venv)
 
 # The generated package `api` mirrors proto/api, so `from api import cheese_pb2` works as is.
-api/.built: $(PROTOS) $(BIN)/.installed
+PROTOC_PY := $(BIN)/python -m grpc_tools.protoc --python_out=. --grpc_python_out=. \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	--mypy_out=. --mypy_grpc_out=.
+api/.built: $(PROTOS) proto/$(REFLECTION_V1) $(BIN)/.installed
 	rm -rf api && mkdir -p api && touch api/__init__.py api/py.typed
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
-		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-		--mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	$(PROTOC_PY) -Iproto $(PROTOS)
+	$(PROTOC_PY) -Iapi/grpc=proto/grpc api/$(REFLECTION_V1)
 	touch $@
 
 .PHONY: proto
