@@ -107,7 +107,7 @@ async def test_v1_and_v1alpha_answer_the_same_bytes(
         {"file_containing_symbol": "no.such.Service"},
     ]
     v1 = await ask_v1(channel, *(v1_pb2.ServerReflectionRequest(**a) for a in asks))  # type: ignore[arg-type]
-    alpha = await ask_v1alpha(channel, *(v1alpha_pb2.ServerReflectionRequest(**a) for a in asks))  # type: ignore[arg-type]
+    alpha = await ask_v1alpha(channel, *(v1alpha_pb2.ServerReflectionRequest(**a) for a in asks))
     assert [a.SerializeToString() for a in v1] == [a.SerializeToString() for a in alpha]
     # The unknown symbol is an error inside the stream, as the protocol says, not a status.
     assert v1[-1].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
