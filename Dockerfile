@@ -54,8 +54,8 @@ COPY proto/ /src/proto/
 RUN mkdir -p /app/api && touch /app/api/__init__.py /app/api/py.typed \
  && /opt/tools/bin/python -m grpc_tools.protoc -I/src/proto --python_out=/app \
       --grpc_python_out=/app /src/proto/api/*.proto \
- && cd /app && /opt/tools/bin/python -m grpc_tools.protoc -Iapi/grpc=/src/proto/grpc \
-      --python_out=/app --grpc_python_out=/app api/grpc/reflection/v1/reflection.proto
+ && /opt/tools/bin/python -m grpc_tools.protoc -Iapi/grpc=/src/proto/grpc --python_out=/app \
+      --grpc_python_out=/app /src/proto/grpc/reflection/v1/reflection.proto
 
 # Go tools build on bookworm-backports' Go 1.23, which fetches the toolchain each one needs
 # from the Go module proxy (GOTOOLCHAIN), then build a pinned release statically.

@@ -33,7 +33,7 @@ PROTOC_PY := $(BIN)/python -m grpc_tools.protoc --python_out=. --grpc_python_out
 api/.built: $(PROTOS) proto/$(REFLECTION_V1) $(BIN)/.installed
 	rm -rf api && mkdir -p api && touch api/__init__.py api/py.typed
 	$(PROTOC_PY) -Iproto $(PROTOS)
-	$(PROTOC_PY) -Iapi/grpc=proto/grpc api/$(REFLECTION_V1)
+	$(PROTOC_PY) -Iapi/grpc=proto/grpc proto/$(REFLECTION_V1)
 	touch $@
 
 .PHONY: proto
@@ -52,11 +52,25 @@ videos/demo.mp4: $(BIN)/.installed soccer/demo_video.py
 video: videos/demo.mp4 ## the synthetic demo match (videos/demo.mp4)
 
 .PHONY: lint
-lint: proto actionlint ## ruff, strict mypy, hadolint, actionlint
+lint: proto actionlint buf ## ruff, strict mypy, hadolint, actionlint, buf lint and buf breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	scripts/buf-check.sh
+
+BUF_VERSION := 1.75.0
+
+# npm's @bufbuild/buf, which carries the release binary for this platform; its bin/buf is
+# a small node launcher for it. Reinstalled only when the version differs.
+.PHONY: buf
+buf: ## buf (npm @bufbuild/buf, pinned) in .tools/bin, for make lint's contract checks
+	@if [[ "$$(.tools/bin/buf --version 2>/dev/null)" != $(BUF_VERSION) ]]; then \
+		rm -rf .tools/buf && mkdir -p .tools/bin \
+		&& npm install --prefix .tools/buf --no-audit --no-fund --no-save --ignore-scripts \
+			--loglevel=error @bufbuild/buf@$(BUF_VERSION) \
+		&& ln -sf ../buf/node_modules/@bufbuild/buf/bin/buf .tools/bin/buf \
+		&& echo "buf: installed .tools/bin/buf $$(.tools/bin/buf --version)"; fi
 
 ACTIONLINT_VERSION := v1.7.12
 
@@ -67,7 +81,7 @@ actionlint: venv ## check .github/workflows (actionlint, pinned, built by script
 	.tools/bin/actionlint -shellcheck $(BIN)/shellcheck
 
 .PHONY: unit
-unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
+unit: proto buf ## the unit and integration suite (servers on loopback, mutual TLS)
 	$(BIN)/pytest
 
 .PHONY: k8s-check
