@@ -5,6 +5,7 @@ codes, health, reflection v1 and a whole match, through the edge and on the comp
 network; Node and Python make the calls a first client makes."""
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -29,9 +30,11 @@ def steps() -> dict[str, str]:
 
 def run(step: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
+    # Go lives in /usr/local/go on many hosts without being on PATH (as scripts/go-tool.sh).
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/local/go/bin"}
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", steps()[step]],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     return result, time.monotonic() - started
 
