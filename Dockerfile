@@ -50,9 +50,12 @@ RUN /opt/venv/bin/pip install --quiet --no-deps --target /opt/video -r /src/requ
 RUN python3 -m venv /opt/tools \
  && /opt/tools/bin/pip install --quiet "$(grep -E '^grpcio-tools==' /src/requirements/dev.txt)"
 COPY proto/ /src/proto/
+# As `make proto` does: the contracts, and grpc's reflection v1 as api/grpc/reflection/v1.
 RUN mkdir -p /app/api && touch /app/api/__init__.py /app/api/py.typed \
  && /opt/tools/bin/python -m grpc_tools.protoc -I/src/proto --python_out=/app \
-      --grpc_python_out=/app /src/proto/api/*.proto
+      --grpc_python_out=/app /src/proto/api/*.proto \
+ && /opt/tools/bin/python -m grpc_tools.protoc -Iapi/grpc=/src/proto/grpc --python_out=/app \
+      --grpc_python_out=/app /src/proto/grpc/reflection/v1/reflection.proto
 
 # Go tools build on bookworm-backports' Go 1.23, which fetches the toolchain each one needs
 # from the Go module proxy (GOTOOLCHAIN), then build a pinned release statically.

@@ -8,6 +8,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROTOS := $(wildcard proto/api/*.proto)
+# grpc's own reflection v1 contract (grpcio-reflection ships only v1alpha). Compiled as
+# api/grpc/...: generated into the `api` package, beside the contracts, so that its module
+# `api.grpc.reflection.v1` never shadows grpcio's own `grpc` package.
+REFLECTION_V1 := grpc/reflection/v1/reflection.proto
 
 .PHONY: help
 help: ## list the targets
@@ -23,11 +27,13 @@ $(BIN)/.installed: requirements/*.txt
 venv: $(BIN)/.installed ## the development virtualenv (.venv)
 
 # The generated package `api` mirrors proto/api, so `from api import cheese_pb2` works as is.
-api/.built: $(PROTOS) $(BIN)/.installed
+PROTOC_PY := $(BIN)/python -m grpc_tools.protoc --python_out=. --grpc_python_out=. \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	--mypy_out=. --mypy_grpc_out=.
+api/.built: $(PROTOS) proto/$(REFLECTION_V1) $(BIN)/.installed
 	rm -rf api && mkdir -p api && touch api/__init__.py api/py.typed
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
-		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-		--mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	$(PROTOC_PY) -Iproto $(PROTOS)
+	$(PROTOC_PY) -Iapi/grpc=proto/grpc proto/$(REFLECTION_V1)
 	touch $@
 
 .PHONY: proto
@@ -46,11 +52,25 @@ videos/demo.mp4: $(BIN)/.installed soccer/demo_video.py
 video: videos/demo.mp4 ## the synthetic demo match (videos/demo.mp4)
 
 .PHONY: lint
-lint: proto actionlint ## ruff, strict mypy, hadolint, actionlint
+lint: proto actionlint buf ## ruff, strict mypy, hadolint, actionlint, buf lint and buf breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	scripts/buf-check.sh
+
+BUF_VERSION := 1.75.0
+
+# npm's @bufbuild/buf, which carries the release binary for this platform; its bin/buf is
+# a small node launcher for it. Reinstalled only when the version differs.
+.PHONY: buf
+buf: ## buf (npm @bufbuild/buf, pinned) in .tools/bin, for make lint's contract checks
+	@if [[ "$$(.tools/bin/buf --version 2>/dev/null)" != $(BUF_VERSION) ]]; then \
+		rm -rf .tools/buf && mkdir -p .tools/bin \
+		&& npm install --prefix .tools/buf --no-audit --no-fund --no-save --ignore-scripts \
+			--loglevel=error @bufbuild/buf@$(BUF_VERSION) \
+		&& ln -sf ../buf/node_modules/@bufbuild/buf/bin/buf .tools/bin/buf \
+		&& echo "buf: installed .tools/bin/buf $$(.tools/bin/buf --version)"; fi
 
 ACTIONLINT_VERSION := v1.7.12
 
@@ -61,7 +81,7 @@ actionlint: venv ## check .github/workflows (actionlint, pinned, built by script
 	.tools/bin/actionlint -shellcheck $(BIN)/shellcheck
 
 .PHONY: unit
-unit: proto ## the unit and integration suite (servers on loopback, mutual TLS)
+unit: proto buf ## the unit and integration suite (servers on loopback, mutual TLS)
 	$(BIN)/pytest
 
 .PHONY: k8s-check

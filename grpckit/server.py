@@ -14,9 +14,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from grpckit import memory, metrics
+from grpckit import memory, metrics, reflection
 from grpckit.authz import Authorization, PolicyError
 from grpckit.budgets import CallBudgets
 from grpckit.config import ServerSettings
@@ -92,9 +91,7 @@ class Server:
         for service in self.services:
             service.add_to(registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
-        reflection.enable_server_reflection(
-            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], registrar
-        )
+        reflection.enable([*self._names, health.SERVICE_NAME], registrar)
         return server
 
     def _authorize(self) -> None:

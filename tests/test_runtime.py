@@ -143,7 +143,12 @@ async def test_reflection_lists_every_service(server: Server, connect: Connect, 
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     responses = [r async for r in stub.ServerReflectionInfo(iter([request]), timeout=5)]
     names = {s.name for s in responses[0].list_services_response.service}
-    assert names == {NAME, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+    assert names == {
+        NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
 
 
 GARBAGE = b"\xff\xfe\x00 not a message \x80"

@@ -85,6 +85,7 @@ def test_reflection_lists_and_describes_each_service(service: str) -> None:
     assert set(listed) == {
         NAMES[service],
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     described = grpcurl(TARGETS[service], "describe", NAMES[service]).stdout
