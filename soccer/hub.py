@@ -379,10 +379,7 @@ class Hub:
             close_capture(capture)
 
     def _encode(self, index: int, fps: float, image: Frame) -> Published:
-        messages = {
-            fmt: encode(image, fmt[0], fmt[1], index, fps).SerializeToString()
-            for fmt in self._wanted
-        }
+        messages = {fmt: encode(image, fmt[0], fmt[1], index, fps) for fmt in self._wanted}
         return Published(index, messages)
 
 

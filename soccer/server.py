@@ -283,7 +283,7 @@ class Soccer(Service):
                 video = await loop.run_in_executor(
                     reader.thread, run, reader.next, *fmt, index, fps
                 )
-                if video is None or not await stream.send(index, video.SerializeToString()):
+                if video is None or not await stream.send(index, video):
                     return
         finally:
             # Queued behind any read still running on the reader's thread, so it is safe even

@@ -219,7 +219,7 @@ async def test_an_unpaced_viewer_sees_its_decodes_and_encodes_on_its_span(
     assert events == ["soccer.decoder.opened"] + ["soccer.frame"] * 10
     first = served.events[1].attributes
     assert first is not None and first["soccer.frame"] == 3
-    assert first["soccer.bytes"] == len(got[0].data)
+    assert first["soccer.bytes"] == got[0].ByteSize()  # the message as sent
     assert {"soccer.decode_ms", "soccer.encode_ms"} <= set(first)
 
 
