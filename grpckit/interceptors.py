@@ -7,8 +7,9 @@ here, in this order:
 2. caller and access log (grpckit/callers.py, grpckit/access_log.py): the call's start, peer
    and client (the edge's forwarded one, when the edge sent it) are read, and its line is
    written when it ends, whatever ended it.
-3. served-by (grpckit/served_by.py): the replica's name goes into the response metadata
-   first, so that it is there even when the call fails.
+3. served-by (grpckit/served_by.py): the replica's name goes into the trailing metadata
+   first, so that it is there even when the call fails; an admitted stream sends it in its
+   initial metadata too, just before its handler runs.
 4. readiness: a call to a service before every service has started gets UNAVAILABLE
    (health says NOT_SERVING meanwhile); health and reflection always answer.
 5. decoding (grpckit/decoding.py): a request that did not decode ends the call with
@@ -125,17 +126,22 @@ class Calls:
     async def prepare(
         self, request: Any, context: Context, *, stream: bool, guarded: bool, one_request: bool
     ) -> Any:
-        """Served-by, readiness and decoding; returns the request for the handler."""
-        if stream:
-            await context.send_initial_metadata(self._served_by)
-        else:
-            context.set_trailing_metadata(self._served_by)
+        """Served-by, readiness and decoding; returns the request for the handler. A stream
+        sends its initial metadata only once it is admitted (`start`): a refusal is then one
+        trailers-only answer, where sending headers first made a refused stream cost twice
+        a unary call."""
+        context.set_trailing_metadata(self._served_by)
         if guarded and not self.started:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "starting: not serving yet")
         if one_request:
             await decoding.reject_undecodable(request, context)
             return request
         return decoding.each_decoded(request, context)
+
+    async def start(self, context: Context) -> None:
+        """An admitted stream's initial metadata, so that its client knows its server from
+        the first message on."""
+        await context.send_initial_metadata(self._served_by)
 
     def _streamed(
         self,
@@ -168,6 +174,8 @@ class Calls:
             async def call(request: Any, context: Context) -> Any:
                 with _Observed(calls, method, context):
                     request = await calls.prepare(request, context, **options)
+                    if stream:
+                        await calls.start(context)
                     return await behaviour(request, context)
 
             return call
@@ -179,6 +187,8 @@ class Calls:
                 if refused is not None:
                     await context.abort(*refused)
                 try:
+                    if stream:
+                        await calls.start(context)
                     return await behaviour(request, context)
                 finally:
                     if taken is not None:
@@ -206,6 +216,7 @@ class Calls:
                     if refused is not None:
                         await context.abort(*refused)
                 try:
+                    await calls.start(context)
                     async for response in behaviour(request, context):
                         yield response
                 finally:

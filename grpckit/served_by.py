@@ -1,8 +1,8 @@
 """The replica's name in every response's metadata, under `served-by`.
 
-It travels in the trailing metadata of unary responses, where it costs nothing extra, and in
-the initial metadata of streams, so that a viewer knows its server from the start (and a
-test knows which replica to stop).
+It travels in the trailing metadata of every response, where it costs nothing extra (a
+refused call included), and in the initial metadata of every stream admitted, so that a
+viewer knows its server from the start (and a test knows which replica to stop).
 """
 
 SERVED_BY = "served-by"
