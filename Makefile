@@ -84,6 +84,11 @@ actionlint: venv ## check .github/workflows (actionlint, pinned, built by script
 unit: proto buf ## the unit and integration suite (servers on loopback, mutual TLS)
 	$(BIN)/pytest
 
+# The reference pages' generated parts; tests/test_docs.py fails when they are not current.
+.PHONY: docs
+docs: proto ## write docs/configuration.md's settings and docs/make-targets.md from the code
+	$(BIN)/python -m docgen
+
 .PHONY: k8s-check
 k8s-check: venv ## render deploy/k8s (kustomize) and validate it offline; no cluster needed
 	scripts/k8s-check.sh

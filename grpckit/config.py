@@ -48,7 +48,8 @@ class TraceSettings:
         "OTLP/gRPC collector for traces (http:// plaintext, https:// TLS); empty: no tracing",
     )
     # A caller's decision stands; of the calls that come with none, one in a hundred is
-    # traced: tracing every call costs a unary server about 30 % of its calls/s (README).
+    # traced: tracing every call costs a unary server about 30 % of its calls/s
+    # (docs/observability.md).
     sampler: TraceSampler = setting(
         TraceSampler.PARENTBASED_TRACEIDRATIO, "OTEL_TRACES_SAMPLER", "which calls are traced"
     )

@@ -28,24 +28,28 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")
 
 
-def load_settings(
-    program: Program[S], argv: Sequence[str] | None = None
-) -> tuple[ServerSettings, S]:
-    """The server's settings and the program's own; UsageError for a bad value."""
-    defaults: dict[str, Any] = {
+def server_defaults(program: Program[Any], host: str) -> dict[str, Any]:
+    """The server settings whose default is `program`'s own, by field name, on `host`."""
+    return {
         "port": program.port,
         "tls_cert": Path(f"certs/{program.name}.crt"),
         "tls_key": Path(f"certs/{program.name}.key"),
         "authz_policy": Path(f"{program.name}/authz.json"),
-        "replica": socket.gethostname(),
+        "replica": host,
         **program.defaults,
     }
+
+
+def load_settings(
+    program: Program[S], argv: Sequence[str] | None = None
+) -> tuple[ServerSettings, S]:
+    """The server's settings and the program's own; UsageError for a bad value."""
     server, own = parse(
         [ServerSettings, program.settings],
         prog=f"python -m {program.name}",
         description=program.description,
         argv=argv,
-        defaults=defaults,
+        defaults=server_defaults(program, socket.gethostname()),
     )
     return server, own
 

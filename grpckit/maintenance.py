@@ -83,18 +83,35 @@ class Maintenance:
                 await writer.wait_closed()
 
     async def _route(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(FIRST_BYTES_SECONDS):
+        # One deadline for the first bytes, whichever protocol they turn out to start.
+        deadline = asyncio.get_running_loop().time() + FIRST_BYTES_SECONDS
+        async with asyncio.timeout_at(deadline):
             start = await reader.readexactly(4)
-            if start == PREFACE[:4]:
-                rest = await reader.readexactly(len(PREFACE) - 4)
-                if start + rest != PREFACE:
-                    return
-                upstream = await asyncio.open_connection("127.0.0.1", self._inner_port)
-            else:
-                head = start + await self._head(reader)
         if start == PREFACE[:4]:
-            await _splice(reader, writer, upstream, PREFACE)
-            return
+            await self._splice_grpc(reader, writer, deadline)
+        else:
+            await self._serve_http(reader, writer, start, deadline)
+
+    async def _splice_grpc(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
+    ) -> None:
+        """The rest of the preface by `deadline`, then the connection spliced to gRPC."""
+        async with asyncio.timeout_at(deadline):
+            if await reader.readexactly(len(PREFACE) - 4) != PREFACE[4:]:
+                return
+            upstream = await asyncio.open_connection("127.0.0.1", self._inner_port)
+        await _splice(reader, writer, upstream, PREFACE)
+
+    async def _serve_http(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        start: bytes,
+        deadline: float,
+    ) -> None:
+        """The request head that begins with `start`, read by `deadline`, answered."""
+        async with asyncio.timeout_at(deadline):
+            head = start + await self._head(reader)
         writer.write(await self._answer(head))
         await writer.drain()
 

@@ -33,8 +33,9 @@ from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from grpckit.resource import process_resource
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -99,7 +100,7 @@ def install(service: str, replica: str, *, grpc_plugin: bool) -> bool:
             return False
         _installed = True
     # The resource becomes Prometheus's target_info; Prometheus names the target itself.
-    resource = Resource.create({"service.name": service, "service.instance.id": replica})
+    resource = process_resource(service, replica)
     # Scope labels (otel_scope_name...) would repeat on every series and tell nothing here.
     reader = PrometheusMetricReader(scope_info_enabled=False)
     provider = MeterProvider(metric_readers=[reader], views=_VIEWS, resource=resource)

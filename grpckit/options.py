@@ -62,7 +62,7 @@ def server_options(
 
 
 # Every channel's service config (gRFC A2); clients in other languages should use the same
-# (README, "Failures that close no connection").
+# (docs/failures-and-stress.md).
 #
 # round_robin over every address the name resolves to, with client-side health checking:
 # a server that reports NOT_SERVING (it is shutting down) gets no new calls. Around it,

@@ -209,5 +209,34 @@ def parse(
     return settings
 
 
+@dataclass(frozen=True)
+class Described:
+    """One setting as a reference page shows it: everything `--help` says, apart."""
+
+    name: str
+    env: str | None
+    flag: str
+    default: str
+    form: str
+    help: str
+
+
+def describe(kind: type, defaults: Mapping[str, Any] | None = None) -> list[Described]:
+    """The settings of dataclass `kind`, in declaration order, as `parse` would offer them
+    with `defaults` (by field name) in place of the declared ones."""
+    defaults = defaults or {}
+    return [
+        Described(
+            item.name,
+            item.spec.env,
+            item.flag,
+            _shown(defaults.get(item.name, item.default)),
+            _form(item, item.kind),
+            item.spec.help,
+        )
+        for item in _fields(kind)
+    ]
+
+
 def usage_error(prog: str, error: UsageError) -> str:
     return f"{prog}: error: {error} (`{prog} --help` lists every setting)"

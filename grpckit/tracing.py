@@ -39,7 +39,6 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
@@ -64,6 +63,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from grpckit.config import TraceSampler, TraceSettings
+from grpckit.resource import process_resource
 from grpckit.settings import parse
 
 # W3C trace context only: what every OpenTelemetry SDK sends by default, read without the
@@ -156,8 +156,7 @@ _UNSAMPLED = trace.set_span_in_context(
 
 def provider(service: str, replica: str, settings: TraceSettings) -> TracerProvider:
     """A provider naming this process, sampling as `settings` say, with no processor yet."""
-    resource = Resource.create({"service.name": service, "service.instance.id": replica})
-    return TracerProvider(sampler=sampler(settings), resource=resource)
+    return TracerProvider(sampler=sampler(settings), resource=process_resource(service, replica))
 
 
 def install(

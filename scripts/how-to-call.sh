@@ -19,7 +19,7 @@ From this machine, with grpcurl (make grpcurl puts a pinned one in .tools/bin):
 JSON over HTTPS, with curl (same client certificate):
   curl --cacert certs/ca.crt --cert certs/client.crt --key certs/client.key -H 'content-type: application/json' -d '{"id": "a8034f44-aee4-44cf-b32c-74cf452aaaae"}' https://localhost:$https/Movie/GetMovieByID
 
-In a browser (with the client certificate imported; README, "Calling the services"):
+In a browser (with the client certificate imported; README, "Call it"):
   https://localhost:$https/            the match viewer (gRPC-Web)
   docker compose --profile tools up -d grpcui, then http://127.0.0.1:${GRPCUI_PORT:-8080}/
 

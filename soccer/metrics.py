@@ -4,19 +4,22 @@ and skipped, encode time.
 Frames are counted with plain integers that Prometheus's scrape reads (observable counters):
 a frame goes to every viewer 30 times a second, hundreds of viewers at once, and an SDK
 counter's `add` per frame would cost more than the bound of issue 13 allows.
+
+This module observes the rest of soccer and is imported by none of it but the server: it
+reads each server's hubs when Prometheus scrapes, and the video reader tells the observer
+this module registers (soccer.video.observe_encodes) how long each encode took.
 """
 
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from api import soccer_pb2
-
-if TYPE_CHECKING:  # soccer.hub needs this module (through soccer.video) to import
-    from soccer.hub import Hubs
+from soccer import video
+from soccer.hub import Hubs
 
 
 class Tally:
@@ -34,10 +37,10 @@ TALLIES: Final = {value: Tally() for value in ENCODINGS}
 LABELS: Final = {value: {"encoding": name} for value, name in ENCODINGS.items()}
 
 # Every server's hubs in this process (tests run several); gone with their server.
-_hubs: "weakref.WeakSet[Hubs]" = weakref.WeakSet()
+_hubs: weakref.WeakSet[Hubs] = weakref.WeakSet()
 
 
-def watch(hubs: "Hubs") -> None:
+def watch(hubs: Hubs) -> None:
     _hubs.add(hubs)
 
 
@@ -67,6 +70,13 @@ encode_duration = _meter.create_histogram(
     unit="s",
     description="time to encode one frame (JPEG, or the raw copy)",
 )
+
+
+def _encoded(encoding: video.Encoding, seconds: float) -> None:
+    encode_duration.record(seconds, LABELS[encoding])
+
+
+video.observe_encodes(_encoded)
 _meter.create_observable_counter(
     "soccer.frames.sent", [_sent], description="frames written to viewers"
 )

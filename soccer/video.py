@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,6 @@ import numpy.typing as npt
 from opentelemetry import trace
 
 from api import soccer_pb2
-from soccer import metrics
 
 MATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_JPEG_QUALITY = 80
@@ -40,6 +40,15 @@ TRACED_FRAMES = 30
 
 Frame = npt.NDArray[np.uint8]
 Encoding: TypeAlias = soccer_pb2.Encoding.ValueType
+# Told the encoding and the seconds of every frame encoded: soccer/metrics.py registers its
+# histogram here, so that the reader needs to know nothing of metrics.
+EncodeObserver: TypeAlias = Callable[[Encoding, float], None]
+_encode_observers: list[EncodeObserver] = []
+
+
+def observe_encodes(observer: EncodeObserver) -> None:
+    """Have `observer` called with (encoding, seconds) after every frame `encode` makes."""
+    _encode_observers.append(observer)
 
 
 class InvalidMatchIdError(ValueError):
@@ -134,7 +143,9 @@ def encode(frame: Frame, encoding: Encoding, quality: int, index: int, fps: floa
     """The Video message for frame `index` of a video playing at `fps`, serialized."""
     started = time.perf_counter()
     video = _encode(frame, encoding, quality, index, fps)
-    metrics.encode_duration.record(time.perf_counter() - started, metrics.LABELS[encoding])
+    seconds = time.perf_counter() - started
+    for observer in _encode_observers:
+        observer(encoding, seconds)
     return video
 
 

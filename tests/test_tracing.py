@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from api import soccer_pb2, soccer_pb2_grpc
 from grpckit import logs, tracing
 from grpckit.config import AccessLog, TraceSampler, TraceSettings
+from grpckit.resource import process_resource
 from grpckit.server import Server, running
 from grpckit.settings import UsageError
 from soccer import video
@@ -86,6 +87,8 @@ async def test_a_call_is_one_trace_of_its_client_span_and_its_server_span(
         assert span.status.status_code is StatusCode.UNSET
     assert served.resource.attributes["service.name"] == "test"
     assert served.resource.attributes["service.instance.id"] == "replica-1"
+    # The very resource the metrics' provider is given (grpckit/metrics.py): one identity.
+    assert served.resource is process_resource("test", "replica-1")
 
 
 async def test_a_failed_call_has_its_code_on_both_spans(

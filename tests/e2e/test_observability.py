@@ -35,7 +35,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "build" / "artifacts"
 
 SERVICES = ("cheese", "movie", "soccer")
-# Every business method (the wire contracts in the README), as gRPC's metrics name them.
+# Every business method (docs/contracts.md), as gRPC's metrics name them.
 METHODS = {
     "cheese": {"cheesefarm.CheeseService/Order"},
     "movie": {
