@@ -69,6 +69,11 @@ def run(ws: Workspace) -> list[Figure]:
                     note=f"grpcio alone; the {target:g}x target needs {target:g}x the seed",
                     detail={"floor": result.summary()},
                 ))  # fmt: skip
+                figures.append(Figure(
+                    "fanout", "fanout.jpeg.vs_floor", "viewers", results["ours"].max_viewers,
+                    result.max_viewers, min_ratio=0.9,
+                    note="ours against grpcio alone, same run; each search resolves 1/8",
+                ))  # fmt: skip
     return figures
 
 

@@ -36,14 +36,22 @@ def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
     return deserialize
 
 
-async def reject_undecodable(request: Any, context: ServicerContext[Any, Any]) -> None:
+Refusal = tuple[grpc.StatusCode, str]
+
+
+def refusal(request: Any) -> Refusal | None:
+    """The answer to a request that did not decode; None for one that did. A plain function,
+    not a coroutine: it runs on every call."""
     if type(request) is Undecodable:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}")
+        return grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"
+    return None
 
 
 async def each_decoded(
     requests: AsyncIterator[Any], context: ServicerContext[Any, Any]
 ) -> AsyncIterator[Any]:
     async for request in requests:
-        await reject_undecodable(request, context)
+        refused = refusal(request)
+        if refused is not None:
+            await context.abort(*refused)
         yield request

@@ -56,6 +56,8 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 GenericHandler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
 Context = ServicerContext[Any, Any]
 
+_STARTING = (grpc.StatusCode.UNAVAILABLE, "starting: not serving yet")
+
 
 class Calls:
     def __init__(
@@ -123,20 +125,20 @@ class Calls:
         behaviour = self._streamed(method, streaming, one_request, guarded, guard)
         return grpc.stream_stream_rpc_method_handler(behaviour, **kwargs)
 
-    async def prepare(
+    def prepare(
         self, request: Any, context: Context, *, stream: bool, guarded: bool, one_request: bool
-    ) -> Any:
-        """Served-by, readiness and decoding; returns the request for the handler. A stream
+    ) -> tuple[Any, decoding.Refusal | None]:
+        """Served-by, readiness and decoding: the request for the handler, or the refusal to
+        answer instead (synchronous, so that a call pays for no coroutine here). A stream
         sends its initial metadata only once it is admitted (`start`): a refusal is then one
         trailers-only answer, where sending headers first made a refused stream cost twice
         a unary call."""
         context.set_trailing_metadata(self._served_by)
         if guarded and not self.started:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "starting: not serving yet")
+            return request, _STARTING
         if one_request:
-            await decoding.reject_undecodable(request, context)
-            return request
-        return decoding.each_decoded(request, context)
+            return request, decoding.refusal(request)
+        return decoding.each_decoded(request, context), None
 
     async def start(self, context: Context) -> None:
         """An admitted stream's initial metadata, so that its client knows its server from
@@ -173,7 +175,9 @@ class Calls:
 
             async def call(request: Any, context: Context) -> Any:
                 with _Observed(calls, method, context):
-                    request = await calls.prepare(request, context, **options)
+                    request, refused = calls.prepare(request, context, **options)
+                    if refused is not None:
+                        await context.abort(*refused)
                     if stream:
                         await calls.start(context)
                     return await behaviour(request, context)
@@ -182,7 +186,9 @@ class Calls:
 
         async def guarded_call(request: Any, context: Context) -> Any:
             with _Observed(calls, method, context) as caller:
-                request = await calls.prepare(request, context, **options)
+                request, refused = calls.prepare(request, context, **options)
+                if refused is not None:
+                    await context.abort(*refused)
                 taken, refused = guard.admit(context, caller)
                 if refused is not None:
                     await context.abort(*refused)
@@ -209,7 +215,9 @@ class Calls:
 
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
             with _Observed(calls, method, context) as caller:
-                request = await calls.prepare(request, context, **options)
+                request, refused = calls.prepare(request, context, **options)
+                if refused is not None:
+                    await context.abort(*refused)
                 taken = None
                 if guard is not None:
                     taken, refused = guard.admit(context, caller)

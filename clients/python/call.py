@@ -34,7 +34,7 @@ def channel(host: str, port: int) -> grpc.Channel:
 def main() -> None:
     host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
     cheese, movie, soccer = (channel(host, port) for port in (50051, 50052, 50053))
-    done = {}
+    done: dict[str, str | int] = {}
 
     order = cheese_pb2_grpc.CheeseServiceStub(cheese).Order
     answer = order(cheese_pb2.CheeseRequest(type=cheese_pb2.BRIE), timeout=10, wait_for_ready=True)
@@ -66,7 +66,7 @@ def main() -> None:
         "Health": "SERVING",
     }
     surprises = {k: v for k, v in expected.items() if done.get(k) != v}
-    if surprises or done["GetListMovies"] < 1:
+    if surprises or not isinstance(done["GetListMovies"], int) or done["GetListMovies"] < 1:
         sys.exit(f"unexpected: {surprises or done}")
 
 

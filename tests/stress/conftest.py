@@ -70,6 +70,26 @@ def states() -> dict[str, State]:
     return found
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time each container has used so far, from its cgroup (v1 or v2): the difference
+    over a flood is what the flood cost each part of the stack."""
+    ids = {service: container(service) for service in WATCHED}
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Id}}", *ids.values()],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    found = {}
+    for service, full in zip(ids, out, strict=True):
+        v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{full}/cpuacct.usage")
+        v2 = Path(f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cpu.stat")
+        if v1.exists():
+            found[service] = int(v1.read_text()) / 1e9
+        else:
+            usage_usec = v2.read_text().split()[1]  # "usage_usec N" comes first
+            found[service] = int(usage_usec) / 1e6
+    return found
+
+
 def memory_mib() -> dict[str, float]:
     return {s: used for s, (used, _) in usage().items() if s in SERVERS}
 
@@ -193,6 +213,8 @@ class Served:
     window: tuple[float, float]
     # (started, ended, frames per second, frames skipped) of each whole stream watched.
     streams: list[tuple[float, float, float, int]]
+    # When each of the viewer's frames arrived.
+    arrivals: list[float]
     viewer_errors: list[str]
     # (started, seconds) of each unary call that succeeded, per service.
     calls: dict[str, list[tuple[float, float]]]
@@ -204,6 +226,7 @@ class Served:
         return cls(
             window,
             [(s, e, fps, skipped) for s, e, fps, skipped in seen["streams"]],
+            seen["arrivals"],
             seen["viewer_errors"],
             {name: [(s, d) for s, d in calls] for name, calls in seen["calls"].items()},
             seen["call_errors"],
@@ -214,6 +237,18 @@ class Served:
         """Frames per second of every whole stream that overlapped the flood."""
         start, end = self.window
         return [fps for s, e, fps, _ in self.streams if s <= end and e >= start]
+
+    @property
+    def per_second(self) -> list[int]:
+        """Frames the viewer received in each whole second of the flood's window: a stall a
+        whole stream's average hides shows here."""
+        start, end = self.window
+        seconds = [0] * int(end - start)
+        for arrived in self.arrivals:
+            second = int(arrived - start)
+            if 0 <= second < len(seconds):
+                seconds[second] += 1
+        return seconds
 
     @property
     def skipped(self) -> int:
@@ -231,6 +266,8 @@ class Served:
         return {
             "viewer_streams": len(self.rates),
             "viewer_worst_fps": round(min(self.rates), 2) if self.rates else None,
+            "viewer_worst_second": min(self.per_second, default=None),
+            "viewer_frames_each_second": self.per_second,
             "viewer_skipped": self.skipped,
             "viewer_errors": self.viewer_errors[:3],
             "p99_ms": {s: round(self.p99(s) * 1000, 1) for s in self.calls},

@@ -41,6 +41,8 @@ class Viewer:
     # (started, ended, frames per second, frames skipped) of each whole stream.
     streams: list[tuple[float, float, float, int]] = field(default_factory=list)
     frames: int = 0
+    # When each frame arrived: what a person sees second by second.
+    arrivals: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -52,6 +54,7 @@ class Viewer:
                 async for video in call:
                     frames += 1
                     self.frames += 1
+                    self.arrivals.append(time.monotonic())
                     # The hub counts what this viewer lost since it joined.
                     skipped = video.skipped_frames
                     if self.stop.is_set():
@@ -145,6 +148,7 @@ async def main(tls: ClientTls) -> None:
         json.dumps(
             {
                 "streams": viewer.streams,
+                "arrivals": [round(t, 4) for t in viewer.arrivals],
                 "viewer_errors": viewer.errors,
                 "calls": {c.service: c.calls for c in callers},
                 "call_errors": {c.service: c.errors for c in callers},
