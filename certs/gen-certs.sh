@@ -183,7 +183,7 @@ created=() kept=()
 new_ca() {
   new_key "$tmp/new-ca.key"
   run openssl req -x509 -new -config "$tmp/openssl.cnf" -extensions v3_ca -key "$tmp/new-ca.key" \
-    -subj "/CN=$ca_cn $(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    -subj "/CN=$ca_cn $(date -u +%Y-%m-%dT%H:%M:%SZ) $(openssl rand -hex 4)" \
     -days 3650 -sha256 -set_serial "0x$(openssl rand -hex 16)" -out "$tmp/new-ca.crt"
   chmod 0600 "$tmp/new-ca.key"
   chmod 0644 "$tmp/new-ca.crt"
