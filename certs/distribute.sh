@@ -60,8 +60,11 @@ if ((${#missing[@]} || ours)); then
   ((${#missing[@]} == 0)) || log INFO "missing in certs/: ${missing[*]}; creating them"
   marker=$(mktemp)
   out=$(gen-certs.sh "$pki" 2>&1) || { printf '%s\n' "$out" >&2; die "gen-certs.sh failed"; }
-  case $out in *created*) log INFO "${out##*$'\n'}" ;; esac
-  [[ $out != *warning:* ]] || log WARNING "$(grep -m1 warning: <<<"$out")"
+  # Said when something was issued, not every round of the renewer.
+  if [[ $out == *created* ]]; then
+    [[ $out != *warning:* ]] || log WARNING "$(grep -m1 warning: <<<"$out")"
+    log INFO "${out##*$'\n'}"
+  fi
   # What was just written belongs to whoever owns certs/, not to root.
   find "$pki" -maxdepth 1 -type f -newer "$marker" -exec chown "$(stat -c %u:%g "$pki")" {} +
   rm -f "$marker"

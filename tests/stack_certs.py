@@ -142,12 +142,15 @@ class StackLoad:
             )
 
         async def watch() -> None:
+            # A viewer joins the live broadcast where it is: near the match's end it gets
+            # fewer than three frames, and the stream still ends OK.
             match = soccer_pb2.Match(id="demo", encoding=soccer_pb2.JPEG, max_frames=3)
-            frames = [frame async for frame in soccer.Watch(match, timeout=10)]
-            assert len(frames) == 3
+            async for _ in soccer.Watch(match, timeout=10):
+                self.frames += 1
 
         self.calls = {"cheese": order, "movie": get, "soccer": watch}
         self.ok = dict.fromkeys(SERVERS, 0)
+        self.frames = 0
         self.failed: list[str] = []
         self._limit = limit
         self._stop = asyncio.Event()

@@ -48,6 +48,7 @@ async def test_ten_minutes_of_two_minute_leaves_fail_no_call_and_restart_nothing
         "calls_made": load.made,
         "calls_ok": load.ok,
         "calls_failed": len(load.failed),
+        "frames_watched": load.frames,
         "first_failures": load.failed[:5],
         "samples": samples,
         "rotations_seen": {peer: len(serials) - 1 for peer, serials in seen.items()},
