@@ -162,19 +162,21 @@ COPY --from=edge-build /opt/envoy/envoy/_bin/envoy /usr/local/bin/envoy
 COPY --from=edge-build /out/api.pb /etc/envoy/api.pb
 COPY --from=viewer-build /src/viewer/dist/ /etc/envoy/viewer/
 COPY deploy/edge/envoy.yaml /etc/envoy/envoy.yaml
+COPY deploy/edge/sds/ /etc/envoy/sds/
 USER 10001:10001
 EXPOSE 50051 50052 50053 8443
 # One worker: the container has one CPU. No hot restart: a restart is a new container.
 ENTRYPOINT ["envoy", "--config-path", "/etc/envoy/envoy.yaml", "--concurrency", "1", \
             "--disable-hot-restart", "--log-level", "warning"]
 
-# Runs as root on purpose, with only the capabilities it needs (docker-compose.yml): it
-# writes into the host's certs/ whoever owns it, and chowns each service's copy to 10001.
+# The `pki` one-shot and the `renewer` (renew.sh). Runs as root on purpose, with only the
+# capabilities it needs (docker-compose.yml): it writes into the host's certs/ whoever owns
+# it, and chowns each service's copy to 10001.
 FROM os AS pki
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openssl \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
-COPY certs/gen-certs.sh certs/distribute.sh /usr/local/bin/
+COPY certs/gen-certs.sh certs/distribute.sh certs/renew.sh /usr/local/bin/
 ENTRYPOINT ["distribute.sh"]
 
 # grpcurl v1.9.4 needs Go 1.25.

@@ -1,14 +1,29 @@
 """Client channels with the project's settings: mutual TLS, message limits, retries, and a
-client span per call when tracing is on (grpckit/trace_client.py)."""
+client span per call when tracing is on (grpckit/trace_client.py).
 
+A channel's credentials are fixed when it is made, and certificates here live a day (a few
+minutes in tests): a client that holds a channel for longer would show an expired
+certificate on its next connection. `RenewingChannel` looks at the files at most once a
+second and, when they changed and hold a matching pair, opens a channel with the new
+credentials for the calls that follow; calls already under way finish on the old one.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import grpc
 
 from grpckit import trace_client
 from grpckit.options import CHANNEL_OPTIONS, ChannelOptions
-from grpckit.tls import channel_credentials
+from grpckit.tls import TlsFilesError, channel_credentials, files_stamp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,9 +68,133 @@ def open_channel(
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.aio.secure_channel(
-        target,
-        channel_credentials(tls.ca, tls.cert, tls.key),
-        options=options,
-        interceptors=interceptors,
-    )
+
+    def secure(credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(
+            target, credentials, options=options, interceptors=interceptors
+        )
+
+    return RenewingChannel(tls, secure)
+
+
+# How often a RenewingChannel looks at its files (three stats).
+CHECK_SECONDS = 1.0
+# Retired channels kept open for calls still on them; the oldest is closed past this many
+# (a renewal comes at half a lifetime, so it has had at least one lifetime to finish).
+KEEP_RETIRED = 2
+# What a retired channel's calls get to finish when it is closed.
+RETIRED_GRACE = 30.0
+
+
+class RenewingChannel(grpc.aio.Channel):
+    """A channel that presents the client certificate currently in `tls`'s files.
+
+    Each call goes to the newest channel; a multicallable made once (a stub) follows it.
+    """
+
+    def __init__(
+        self, tls: ClientTls, secure: Callable[[grpc.ChannelCredentials], grpc.aio.Channel]
+    ) -> None:
+        self._tls = tls
+        self._paths = [p for p in (tls.ca, tls.cert, tls.key) if p is not None]
+        self._secure = secure
+        self._stamp = files_stamp(*self._paths)
+        self._channel = secure(channel_credentials(tls.ca, tls.cert, tls.key))
+        self._checked = time.monotonic()
+        self._retired: list[grpc.aio.Channel] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.renewals = 0
+
+    def current(self) -> grpc.aio.Channel:
+        """The channel for a call starting now, renewed first if the files changed."""
+        now = time.monotonic()
+        if now - self._checked >= CHECK_SECONDS:
+            self._checked = now
+            self._renew_if_changed()
+        return self._channel
+
+    def _renew_if_changed(self) -> None:
+        tls = self._tls
+        try:
+            stamp = files_stamp(*self._paths)
+            if stamp == self._stamp:
+                return
+            credentials = channel_credentials(tls.ca, tls.cert, tls.key)
+        except (OSError, TlsFilesError) as error:
+            # Mid-renewal (a key new beside the old certificate): look again in a second.
+            log.warning(
+                "client TLS files unreadable or not a pair, keeping the current ones",
+                extra={"error": str(error)},
+            )
+            return
+        self._stamp = stamp
+        self._retired.append(self._channel)
+        self._channel = self._secure(credentials)
+        self.renewals += 1
+        log.info("client TLS certificates reloaded", extra={"cert": str(tls.cert)})
+        while len(self._retired) > KEEP_RETIRED:
+            task = asyncio.get_running_loop().create_task(self._retired.pop(0).close(RETIRED_GRACE))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self, grace: float | None = None) -> None:
+        channels = [self._channel, *self._retired]
+        self._retired.clear()
+        await asyncio.gather(*(channel.close(grace) for channel in channels), *self._closing)
+
+    async def __aenter__(self) -> "RenewingChannel":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.close(None)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self.current().get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self.current().wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self.current().channel_ready()
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "unary_unary", method, args, kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "unary_stream", method, args, kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "stream_unary", method, args, kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "stream_stream", method, args, kwargs)
+
+
+class _Following:
+    """A multicallable on whichever channel is current when each call starts."""
+
+    def __init__(
+        self,
+        owner: RenewingChannel,
+        kind: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._owner, self._kind, self._method = owner, kind, method
+        self._args, self._kwargs = args, kwargs
+        self._channel: grpc.aio.Channel | None = None
+        self._callable: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self._owner.current()
+        if channel is not self._channel:
+            make = getattr(channel, self._kind)
+            self._callable = make(self._method, *self._args, **self._kwargs)
+            self._channel = channel
+        return self._callable(*args, **kwargs)

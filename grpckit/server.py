@@ -23,7 +23,7 @@ from grpckit.interceptors import Calls, Registrar
 from grpckit.maintenance import Maintenance
 from grpckit.options import server_options
 from grpckit.service import BackgroundTasks, Service, StartupError
-from grpckit.tls import server_credentials
+from grpckit.tls import ExpiryWatch, TlsFilesError, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,9 @@ class Server:
         else:
             try:
                 credentials = server_credentials(tls)
-            except OSError as error:
+            except (OSError, TlsFilesError) as error:
                 raise StartupError(f"cannot read TLS files: {error}") from None
+            self.tasks.spawn(ExpiryWatch(tls.cert, tls.key).watch())
             self.port = _bind(self._grpc, settings.address, credentials)
         await self._set_health(NOT_SERVING)
         await self._grpc.start()

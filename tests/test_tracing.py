@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from api import soccer_pb2, soccer_pb2_grpc
 from grpckit import logs, tracing
+from grpckit.channel import RenewingChannel
 from grpckit.config import AccessLog, TraceSampler, TraceSettings
 from grpckit.resource import process_resource
 from grpckit.server import Server, running
@@ -181,7 +182,9 @@ async def test_with_tracing_off_nothing_is_recorded_or_logged(
     TracerProvider().add_span_processor(SimpleSpanProcessor(exporter))
     async with running(settings(pki, access_log=AccessLog.ALL), [Echo()]) as off:
         channel = connect(off.port, client_tls(pki))
-        assert channel._unary_unary_interceptors == []  # type: ignore[attr-defined]
+        # A secure channel is a RenewingChannel around the grpc channel that carries the calls.
+        inner = channel.current() if isinstance(channel, RenewingChannel) else channel
+        assert inner._unary_unary_interceptors == []  # type: ignore[attr-defined]
         with caplog.at_level(logging.INFO, logger="grpckit.access"):
             await echo.echo(channel)("hello", timeout=5)
             await channel.close(None)

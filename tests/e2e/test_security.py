@@ -85,7 +85,9 @@ def test_keys_are_mounted_read_only_and_not_world_readable(service: str) -> None
     mounts = {m["Destination"]: m for m in inspect(service)["Mounts"]}
     secrets = mounts["/run/secrets"]
     assert (secrets["Type"], secrets["RW"]) == ("volume", False)
-    mode = compose("exec", "-T", service, "stat", "-c", "%a", "/run/secrets/server.key").stdout
+    mode = compose(
+        "exec", "-T", service, "stat", "-L", "-c", "%a", "/run/secrets/server.key"
+    ).stdout
     assert int(mode.strip(), 8) & 0o077 == 0, f"group- or world-accessible key: {mode}"
     # Only its own key: no other service's, no client key, no CA key.
     secrets = compose("exec", "-T", service, "ls", "/run/secrets").stdout.split()
