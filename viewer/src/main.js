@@ -29,7 +29,10 @@ function failed(what, error) {
 // (client/watch.py): no frame is lost and none is shown twice. Errors that the server
 // meant (not found, refused) end the play.
 const RESUMABLE = new Set([Code.Unavailable, Code.Internal, Code.Unknown, Code.Aborted]);
-const RESUME_ATTEMPTS = 5;
+// Calls again for this long without a frame before giving up: long enough to cover the
+// edge itself being replaced (stop-first, docs/operations.md), when connections are refused
+// for a few seconds, which the browser reports at once rather than waiting as gRPC does.
+const GIVE_UP_MS = 30000;
 // No frame for this long (the first one: a bit longer, it waits for a decoder) is a stall:
 // a frozen replica closes nothing, so only the missing frames tell (client/stall.py).
 const STALL_MS = 2000;
@@ -53,6 +56,7 @@ async function play(match) {
   show("lost", 0);
   show("gap", 0);
   let failures = 0;
+  let since = performance.now(); // the last frame, or the start
   for (;;) {
     const attempt = new AbortController();
     const cancel = () => attempt.abort();
@@ -86,6 +90,7 @@ async function play(match) {
         shown += 1;
         failures = 0;
         const now = performance.now();
+        since = now;
         if (arrived !== null) longestGap = Math.max(longestGap, now - arrived);
         arrived = now;
         times.push(now);
@@ -107,7 +112,7 @@ async function play(match) {
       }
       const code = stalled ? Code.DeadlineExceeded : ConnectError.from(error).code;
       failures += 1;
-      if ((!stalled && !RESUMABLE.has(code)) || failures > RESUME_ATTEMPTS) {
+      if ((!stalled && !RESUMABLE.has(code)) || performance.now() - since > GIVE_UP_MS) {
         show("status", "failed");
         failed("watch", error);
         return;
