@@ -187,6 +187,8 @@ def two_soccers() -> Iterator[None]:
     at_scale("soccer", 1)  # the other e2e modules expect one of each
 
 
+# Not yet run against a stack: out of make e2e until it passes (docs/operations.md).
+@pytest.mark.rollout
 def test_the_viewer_resumes_from_the_next_frame_when_its_stream_breaks(
     browser: Any, two_soccers: None
 ) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from tests.rollout.harness import Case, at_scale, refused_rollout, run_case
 
-pytestmark = pytest.mark.e2e
+# Not yet run against a stack: out of make e2e until it passes (docs/operations.md).
+pytestmark = [pytest.mark.e2e, pytest.mark.rollout]
 
 
 @pytest.fixture
