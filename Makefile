@@ -192,6 +192,18 @@ e2e: venv base-image browser ## end to end over the compose network (from docker
 rotation-test: venv base-image ## 2-minute leaves renewed under load for 10 minutes (prints figures)
 	CERT_LIFETIME=2m scripts/stack-test.sh -m rotation tests/rotation -s
 
+# Rolling upgrades (issue 23, docs/operations.md): a service's replicas replaced one at a
+# time, the new one healthy and in the edge's rotation before an old one drains.
+.PHONY: rollout
+rollout: ## replace SERVICE's replicas one at a time (cheese, movie, soccer; the edge stop-first)
+	@[[ -n "$(SERVICE)" ]] || { echo "usage: make rollout SERVICE=cheese|movie|soccer|edge" >&2; exit 2; }
+	scripts/rollout.sh $(SERVICE)
+
+# Not in make test: each service rolled out at 1 and 3 replicas under load (about 15 minutes).
+.PHONY: rollout-test
+rollout-test: venv base-image browser ## rollouts under load, the viewers' frames and a refused rollout (prints figures)
+	scripts/stack-test.sh -m rollout tests/rollout tests/e2e/test_rollout.py tests/e2e/test_browsers.py -s
+
 # Faults under load on the stack; the movie catalogue is a scratch copy the test replaces.
 .PHONY: chaos
 chaos: venv base-image ## kill, stop and corrupt under load (prints recovery times)

@@ -119,7 +119,11 @@ class Summary:
     # keeps up stays near 0 however long the match; buffers filling up on a slow link
     # show here.
     lag: float = 0.0
+    # The longest time between two frames' arrivals: what a viewer saw as a stall (a
+    # resumed stream's gap included, from the last frame before the break to the first after).
+    longest_gap: float = 0.0
     _clock: tuple[float, float] | None = None
+    _arrived: float | None = None
     # The server of each attempt, in order: with replicas, a resumed stream moves on.
     served_by: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -134,6 +138,9 @@ class Summary:
         self.frames += 1
         self.bytes += len(video.data)
         now = time.monotonic()
+        if self._arrived is not None:
+            self.longest_gap = max(self.longest_gap, now - self._arrived)
+        self._arrived = now
         if self._clock is None:
             self._clock = (now, video.timestamp)
         else:
@@ -165,6 +172,7 @@ class Summary:
             "resumed": self.resumed,
             "stalled": self.stalled,
             "lag_s": round(self.lag, 3),
+            "longest_gap_s": round(self.longest_gap, 3),
             "served_by": self.served_by,
         }
 

@@ -1,0 +1,69 @@
+"""The viewer page (viewer/, served by the edge) playing a match while something breaks its
+stream: what it showed, read from its own counters (frames shown, frames lost, times it
+resumed, the longest gap between two frames)."""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.test_edge import HTTPS
+
+VIEWER = f"https://{HTTPS[0]}:{HTTPS[1]}"
+
+Figures = Callable[[], dict[str, Any]]
+
+
+def page_figures(page: Any) -> dict[str, Any]:
+    def number(element: str) -> int:
+        text: str = page.locator(f"#{element}").inner_text()
+        return int(text) if text.lstrip("-").isdigit() else -1
+
+    return {
+        "status": page.locator("#status").inner_text(),
+        "shown": number("shown"),
+        "frame": number("frame"),
+        "lost": number("lost"),
+        "resumed": number("resumed"),
+        "gap_ms": number("gap"),
+        "error": page.locator("#error").inner_text(),
+    }
+
+
+def viewer_page(browser: Any, match: str, certs: Path) -> Callable[[], Figures]:
+    """A callable that opens the page, plays `match` until its first frames show and
+    returns another that waits for the match's end (at most 3 minutes) and gives the
+    page's figures."""
+
+    def start() -> Figures:
+        context = browser.new_context(
+            client_certificates=[{
+                "origin": VIEWER,
+                "certPath": str(certs / "client.crt"),
+                "keyPath": str(certs / "client.key"),
+            }],
+            ignore_https_errors=True,
+        )  # fmt: skip
+        page = context.new_page()
+        page.goto(f"{VIEWER}/viewer/", wait_until="load")
+        page.locator("#match").fill(match)
+        page.locator("#play").click()
+        status = page.locator("#status")
+        deadline = time.monotonic() + 30
+        while page_figures(page)["shown"] < 30:
+            assert time.monotonic() < deadline, f"the page shows no frames: {page_figures(page)}"
+            time.sleep(0.2)
+
+        def finish() -> dict[str, Any]:
+            try:
+                deadline = time.monotonic() + 180
+                while status.inner_text() not in ("ended", "failed", "stopped"):
+                    assert time.monotonic() < deadline, f"no end: {page_figures(page)}"
+                    time.sleep(0.5)
+                return page_figures(page)
+            finally:
+                context.close()
+
+        return finish
+
+    return start
