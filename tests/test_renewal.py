@@ -381,12 +381,12 @@ async def test_a_ca_rotation_with_overlap_fails_no_call(tmp_path: Path) -> None:
 # ---- expiry --------------------------------------------------------------------------------
 
 
-async def test_an_expired_server_leaf_is_refused_with_a_clear_handshake_error(
-    tmp_path: Path,
-) -> None:
+async def call_with_an_expired(tmp_path: Path, name: str, *, server: bool) -> grpc.aio.AioRpcError:
+    """One call between a live server and client, `name`'s leaf having expired an hour ago:
+    the error it ends with."""
     live = make_pki(tmp_path)
-    issue(live, "cheese", live, not_before=now() - datetime.timedelta(hours=2),
-          not_after=now() - datetime.timedelta(hours=1), server=True)  # fmt: skip
+    issue(live, name, live, not_before=now() - datetime.timedelta(hours=2),
+          not_after=now() - datetime.timedelta(hours=1), server=server)  # fmt: skip
     async with live_server(live) as port:
         channel = open_channel(f"127.0.0.1:{port}", live_client(live))
         try:
@@ -394,25 +394,23 @@ async def test_an_expired_server_leaf_is_refused_with_a_clear_handshake_error(
                 await echo.echo(channel)("hi", timeout=5, wait_for_ready=False)
         finally:
             await channel.close(None)
-    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "CERTIFICATE_VERIFY_FAILED" in (error.value.details() or "")
+    return error.value
+
+
+async def test_an_expired_server_leaf_is_refused_with_a_clear_handshake_error(
+    tmp_path: Path,
+) -> None:
+    error = await call_with_an_expired(tmp_path, "cheese", server=True)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "CERTIFICATE_VERIFY_FAILED" in (error.details() or "")
 
 
 async def test_an_expired_client_leaf_is_refused(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The client sees its connection closed; the server's handshake names the cause."""
-    live = make_pki(tmp_path)
-    issue(live, "client", live, not_before=now() - datetime.timedelta(hours=2),
-          not_after=now() - datetime.timedelta(hours=1), server=False)  # fmt: skip
-    async with live_server(live) as port:
-        channel = open_channel(f"127.0.0.1:{port}", live_client(live))
-        try:
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await echo.echo(channel)("hi", timeout=5, wait_for_ready=False)
-        finally:
-            await channel.close(None)
-    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    error = await call_with_an_expired(tmp_path, "client", server=False)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert "certificate has expired" in capfd.readouterr().err
 
 

@@ -16,17 +16,16 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.e2e.test_compose import MARTIAN, compose
-from tests.e2e.test_edge import CERTS, HTTPS
+from tests.e2e.test_edge import CERTS
 from tests.e2e.test_observability import ARTIFACTS, CHROMIUM
 from tests.e2e.test_replicas import replicas
 from tests.rollout.harness import at_scale
-from tests.rollout.viewer import page_figures
+from tests.rollout.viewer import VIEWER, page_figures, viewer_context
 
 pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 GRPCUI = "http://127.0.0.1:8080"
-VIEWER = f"https://{HTTPS[0]}:{HTTPS[1]}"
 SERVICES = {"cheesefarm.CheeseService", "Movie", "stream.Soccer"}
 # This machine's network is closed: no background calls home, no QUIC.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -121,17 +120,7 @@ def green_share(page: Any) -> float:
 
 
 def test_the_viewer_plays_the_match_lists_movies_and_orders_a_cheese(browser: Any) -> None:
-    context = browser.new_context(
-        viewport={"width": 1400, "height": 1000},
-        # The page and its calls show the client certificate, as curl does.
-        client_certificates=[{
-            "origin": VIEWER,
-            "certPath": str(CERTS / "client.crt"),
-            "keyPath": str(CERTS / "client.key"),
-        }],
-        # The development CA is not the browser's.
-        ignore_https_errors=True,
-    )  # fmt: skip
+    context = viewer_context(browser, CERTS, viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -195,14 +184,7 @@ def test_the_viewer_resumes_from_the_next_frame_when_its_stream_breaks(
     """The page's replica stopped mid-match (it drains: the stream ends UNAVAILABLE through
     the edge): the page calls again from the next frame, on the other replica, and shows
     every frame of the demo once (viewer/src/main.js)."""
-    context = browser.new_context(
-        client_certificates=[{
-            "origin": VIEWER,
-            "certPath": str(CERTS / "client.crt"),
-            "keyPath": str(CERTS / "client.key"),
-        }],
-        ignore_https_errors=True,
-    )  # fmt: skip
+    context = viewer_context(browser, CERTS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

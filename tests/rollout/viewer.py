@@ -14,6 +14,20 @@ VIEWER = f"https://{HTTPS[0]}:{HTTPS[1]}"
 Figures = Callable[[], dict[str, Any]]
 
 
+def viewer_context(browser: Any, certs: Path, **options: Any) -> Any:
+    """A browser context that shows the client certificate to the page and its calls, as
+    curl does, and accepts the development CA, which is not the browser's."""
+    return browser.new_context(
+        client_certificates=[{
+            "origin": VIEWER,
+            "certPath": str(certs / "client.crt"),
+            "keyPath": str(certs / "client.key"),
+        }],
+        ignore_https_errors=True,
+        **options,
+    )  # fmt: skip
+
+
 def page_figures(page: Any) -> dict[str, Any]:
     def number(element: str) -> int:
         text: str = page.locator(f"#{element}").inner_text()
@@ -36,14 +50,7 @@ def viewer_page(browser: Any, match: str, certs: Path) -> Callable[[], Figures]:
     page's figures."""
 
     def start() -> Figures:
-        context = browser.new_context(
-            client_certificates=[{
-                "origin": VIEWER,
-                "certPath": str(certs / "client.crt"),
-                "keyPath": str(certs / "client.key"),
-            }],
-            ignore_https_errors=True,
-        )  # fmt: skip
+        context = viewer_context(browser, certs)
         page = context.new_page()
         page.goto(f"{VIEWER}/viewer/", wait_until="load")
         page.locator("#match").fill(match)
