@@ -37,7 +37,8 @@ from bench.seed_servers import (
     arguments,
     credentials,
 )
-from grpckit import memory, metrics
+from grpckit.lifecycle import memory
+from grpckit.telemetry import metrics
 
 # Generic only in grpc-stubs, so the alias must stay a string at run time.
 Handler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
@@ -161,7 +162,7 @@ def _watch_handler(broadcast: _Broadcast) -> Handler:
 async def serve(args: argparse.Namespace) -> None:
     background = []
     if args.grpc_metrics:
-        # As the runtime turns them on (grpckit/metrics.py), collector included.
+        # As the runtime turns them on (grpckit/telemetry/metrics.py), collector included.
         metrics.install("floor", "bench", grpc_plugin=True)
         background.append(asyncio.create_task(memory.collect_on_loop()))
     server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])

@@ -1,4 +1,4 @@
 from cheese.server import PROGRAM
-from grpckit.main import main
+from grpckit.lifecycle.main import main
 
 raise SystemExit(main(PROGRAM))

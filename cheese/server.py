@@ -13,7 +13,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from api import cheese_pb2, cheese_pb2_grpc
-from grpckit.service import Program, Service
+from grpckit.lifecycle.service import Program, Service
 from grpckit.settings import setting
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from client.common import (
 from client.load import CALLERS, run_load
 from client.smoke import run_smoke
 from client.watch import WINDOW_KIB, run_watch
-from grpckit import tracing
-from grpckit.channel import ClientTls, open_channel
+from grpckit.client.channel import ClientTls, open_channel
 from grpckit.settings import UsageError
+from grpckit.telemetry import tracing
 
 EXIT_RPC = 1
 EXIT_USAGE = 2
@@ -305,7 +305,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def start_tracing() -> None:
     """The client's spans start the traces the servers continue, when
-    OTEL_EXPORTER_OTLP_ENDPOINT is set (grpckit/tracing.py); they leave at exit, when the
+    OTEL_EXPORTER_OTLP_ENDPOINT is set (grpckit/telemetry/tracing.py); they leave at exit, when the
     batch processor flushes. A command must not hang for the exporter's 10 s default when
     the collector is away: EXPORT_TIMEOUT, unless OpenTelemetry's variables say otherwise."""
     try:

@@ -11,8 +11,8 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpckit.channel import ClientTls
-from grpckit.served_by import SERVED_BY
+from grpckit.calls.served_by import SERVED_BY
+from grpckit.client.channel import ClientTls
 
 PORTS: Final = {"cheese": 50051, "movie": 50052, "soccer": 50053}
 DEFAULT_TIMEOUT: Final = 10.0
@@ -70,7 +70,7 @@ async def health_status(channel: grpc.aio.Channel, service: str, deadline: float
 
 
 def served_by(metadata: Any) -> str:
-    """The replica a response names (see grpckit/served_by.py); "unknown" from others."""
+    """The replica a response names (see grpckit/calls/served_by.py); "unknown" from others."""
     for key, value in metadata or ():
         if key == SERVED_BY:
             return str(value)

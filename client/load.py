@@ -1,7 +1,7 @@
 """Steady load for a while, then one line: how many calls, how they ended, who served them.
 
 Made for replicas: with `dns:///movie:50052` every call may land on another server, and
-each response names its server in the `served-by` metadata (see grpckit/served_by.py),
+each response names its server in the `served-by` metadata (see grpckit/calls/served_by.py),
 so the summary shows the spread, and a replica killed during the run shows as failed calls
 or, when retries and health checking do their job, as none. For soccer a call is a short
 live Watch (one frame), so viewers' spread and failover show the same way.
@@ -18,7 +18,7 @@ import grpc
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
 from client.common import Settings, emit, served_by
-from grpckit.channel import open_channel
+from grpckit.client.channel import open_channel
 
 # One call of the service under load, given its deadline; returns the server that answered.
 Caller = Callable[[float], Awaitable[str]]

@@ -13,7 +13,7 @@ import grpc
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
 from client.common import ClientError, Settings, emit, health_status
 from client.watch import decode_frame
-from grpckit.channel import open_channel
+from grpckit.client.channel import open_channel
 
 Check = Callable[[grpc.aio.Channel, float], Awaitable[str]]
 

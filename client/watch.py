@@ -17,7 +17,7 @@ import numpy.typing as npt
 from api import soccer_pb2, soccer_pb2_grpc
 from client.common import DEFAULT_TIMEOUT, ClientError, Settings, emit, served_by
 from client.stall import StallDetector
-from grpckit.channel import open_channel
+from grpckit.client.channel import open_channel
 
 Frame = npt.NDArray[np.uint8]
 FALLBACK_FPS = 30.0
@@ -239,7 +239,7 @@ async def wait_connected(channel: grpc.aio.Channel, target: str) -> None:
 
 
 RESUME_ATTEMPTS = 5
-# Bytes in flight at most (the stream's fixed HTTP/2 window, grpckit/channel.py): a quarter
+# Bytes in flight at most (the stream's fixed HTTP/2 window, grpckit/client/channel.py): a quarter
 # second of the 720p JPEG stream (about 1.5 MB/s). Behind a 1 MB/s link the viewer stays
 # within 0.8 s of live; 100 ms +- 20 ms each way (a 200 ms round trip carries 1.9 MB/s in
 # this window) costs no frame (`make faults`).

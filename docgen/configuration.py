@@ -6,11 +6,11 @@ from typing import Any
 
 from cheese.server import PROGRAM as CHEESE
 from docgen.markdown import code, table
+from grpckit.client.probe import PROG as PROBE_PROG
+from grpckit.client.probe import ProbeSettings
 from grpckit.config import ServerSettings, TraceSettings
-from grpckit.main import server_defaults
-from grpckit.probe import PROG as PROBE_PROG
-from grpckit.probe import ProbeSettings
-from grpckit.service import Program
+from grpckit.lifecycle.main import server_defaults
+from grpckit.lifecycle.service import Program
 from grpckit.settings import Described, describe
 from movie.server import PROGRAM as MOVIE
 from soccer.server import PROGRAM as SOCCER

@@ -38,7 +38,7 @@ class TraceSampler(enum.StrEnum):
 
 @dataclass(frozen=True)
 class TraceSettings:
-    """Tracing (grpckit/tracing.py), for servers and the client alike: OpenTelemetry's own
+    """Tracing (grpckit/telemetry/tracing.py), for servers and the client alike: OpenTelemetry's own
     variables, read from the environment only (no flags: every OpenTelemetry SDK reads
     them so, and an operator sets them once for the whole stack)."""
 
@@ -134,16 +134,17 @@ class ServerSettings:
     event_loop: EventLoop = setting(
         EventLoop.UVLOOP,
         "EVENT_LOOP",
-        "uvloop is faster per message (see grpckit/loop.py); asyncio is the standard loop",
+        "uvloop is faster per message (see grpckit/lifecycle/loop.py); "
+        "asyncio is the standard loop",
     )
     workers: int = setting(
         1,
         "WORKERS",
-        "server processes sharing the port (SO_REUSEPORT, grpckit/workers.py)",
+        "server processes sharing the port (SO_REUSEPORT, grpckit/lifecycle/workers.py)",
         minimum=1,
     )
 
-    # Budgets (grpckit/budgets.py). Each program sizes these to its container's memory
+    # Budgets (grpckit/calls/budgets.py). Each program sizes these to its container's memory
     # (Program.defaults); these are the runtime's own, for a server of small unary calls.
     max_calls: int = setting(
         1000,

@@ -1,4 +1,4 @@
-from grpckit.main import main
+from grpckit.lifecycle.main import main
 from movie.server import PROGRAM
 
 raise SystemExit(main(PROGRAM))

@@ -11,7 +11,7 @@ from grpc.aio import ServicerContext
 from opentelemetry import metrics
 
 from api import movie_pb2, movie_pb2_grpc
-from grpckit.service import BackgroundTasks, Program, Service, StartupError
+from grpckit.lifecycle.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
 from movie import catalogue
 from movie.catalogue import MAX_ID_LENGTH, MAX_TEXT_LENGTH, CatalogueError
@@ -99,7 +99,7 @@ async def _required(context: Context, name: str, value: str, limit: int) -> str:
 
 class Movies(movie_pb2_grpc.MovieServicer, Service):
     names = (SERVICE_NAME,)
-    # Set by start; the runtime refuses calls until then (grpckit/interceptors.py).
+    # Set by start; the runtime refuses calls until then (grpckit/calls/interceptors.py).
     source: CatalogueFile
 
     def __init__(self, settings: MovieSettings) -> None:

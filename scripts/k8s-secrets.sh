@@ -57,5 +57,5 @@ done
 log "secret $namespace/client-tls"
 
 # Renewed certificates need no restart: the kubelet updates the mounted files within about
-# a minute and the servers load them for new connections (grpckit/tls.py).
+# a minute and the servers load them for new connections (grpckit/transport/tls.py).
 log "done"

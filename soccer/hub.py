@@ -40,7 +40,7 @@ from typing import cast
 import cv2
 
 from api import soccer_pb2
-from grpckit.budgets import Budget
+from grpckit.calls.budgets import Budget
 from soccer.buffers import Buffers, MiB
 from soccer.video import (
     Encoding,

@@ -1,5 +1,5 @@
-"""Soccer's own metrics (names in grpckit/metrics.py): viewers, hubs, decoders, frames sent
-and skipped, encode time.
+"""Soccer's own metrics (names in grpckit/telemetry/metrics.py): viewers, hubs, decoders,
+frames sent and skipped, encode time.
 
 Frames are counted with plain integers that Prometheus's scrape reads (observable counters):
 a frame goes to every viewer 30 times a second, hundreds of viewers at once, and an SDK

@@ -12,11 +12,11 @@ from grpc.aio import ServicerContext
 from opentelemetry import trace
 
 from api import soccer_pb2
-from grpckit import callers
-from grpckit import metrics as runtime_metrics
-from grpckit.budgets import Budget
-from grpckit.service import BackgroundTasks, Program, Service, StartupError
+from grpckit.calls import callers
+from grpckit.calls.budgets import Budget
+from grpckit.lifecycle.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
+from grpckit.telemetry import metrics as runtime_metrics
 from soccer import metrics
 from soccer.buffers import IN_FLIGHT_MESSAGES, Buffers, MiB, frame_bytes
 from soccer.hub import DecodersSpent, Format, Hubs, HubStopped

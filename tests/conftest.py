@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from cheese.server import Cheese, CheeseSettings
-from grpckit.channel import ClientTls, open_channel
+from grpckit.client.channel import ClientTls, open_channel
 from grpckit.config import LogLevel, ServerSettings
-from grpckit.server import Server, running
-from grpckit.service import Service
+from grpckit.lifecycle.server import Server, running
+from grpckit.lifecycle.service import Service
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from soccer import demo_video
 from soccer.server import Soccer, SoccerSettings

@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 from grpc.aio import ServicerContext
 
-from grpckit.main import main
-from grpckit.service import BackgroundTasks, Program, Service, StartupError
+from grpckit.lifecycle.main import main
+from grpckit.lifecycle.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
 
 NAME = "test.Echo"

@@ -1,4 +1,4 @@
-"""A process that hangs at once if gRPC's metrics plugin deadlocks (grpckit/metrics.py):
+"""A process that hangs at once if gRPC's metrics plugin deadlocks (grpckit/telemetry/metrics.py):
 an echo server with the plugin on, and calls to it from the same process, each held by a
 reference cycle so that only a collection frees it. The interpreter is told to switch
 threads as often as it can, so the export thread loses the GIL wherever it may.
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grpckit import metrics
-from grpckit.channel import open_channel
-from grpckit.server import running
+from grpckit.client.channel import open_channel
+from grpckit.lifecycle.server import running
+from grpckit.telemetry import metrics
 from tests import echo
 from tests.conftest import client_tls, server_settings
 from tests.echo import Echo

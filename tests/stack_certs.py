@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
-from grpckit.channel import ClientTls, RenewingChannel, open_channel
+from grpckit.client.channel import ClientTls, RenewingChannel, open_channel
 from tests.certs_util import presented
 from tests.conftest import ROOT
 

@@ -1,4 +1,4 @@
-"""The access log writes its lines as JSON text of its own (grpckit/access_log.py): they must
+"""The access log writes its lines as JSON text of its own (grpckit/calls/access_log.py): they must
 be exactly what the JSON formatter makes of the same fields, whatever the values hold."""
 
 import datetime
@@ -8,10 +8,10 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from grpckit import access_log
-from grpckit.access_log import Entry
-from grpckit.authz import Peer
-from grpckit.logs import JsonFormatter
+from grpckit.calls import access_log
+from grpckit.calls.access_log import Entry
+from grpckit.calls.authz import Peer
+from grpckit.telemetry.logs import JsonFormatter
 
 
 class _Call:

@@ -1,4 +1,4 @@
-"""Authorization (grpckit/authz.py): the A43 policy format as gRPC reads it, and each
+"""Authorization (grpckit/calls/authz.py): the A43 policy format as gRPC reads it, and each
 service's policy enforced on real servers over mutual TLS, both ways."""
 
 import dataclasses
@@ -15,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
-from grpckit import authz
-from grpckit.authz import Peer, Policy, PolicyError
-from grpckit.channel import ClientTls
-from grpckit.server import Server, running
+from grpckit.calls import authz
+from grpckit.calls.authz import Peer, Policy, PolicyError
+from grpckit.client.channel import ClientTls
+from grpckit.lifecycle.server import Server, running
 from tests import echo
 from tests.conftest import (
     ROOT,

@@ -1,4 +1,4 @@
-"""Budgets of calls and streams (grpckit/budgets.py) and the handshake deadline, through
+"""Budgets of calls and streams (grpckit/calls/budgets.py) and the handshake deadline, through
 the echo service: refusals are immediate and named, cost the handler nothing, and every
 exit gives back what the call took."""
 
@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from grpckit.config import ServerSettings
-from grpckit.options import server_options
-from grpckit.server import Server, running
+from grpckit.lifecycle.server import Server, running
+from grpckit.transport.options import server_options
 from tests.conftest import Connect, client_tls, eventually, server_settings
 from tests.echo import Context, Echo, echo, ticks
 

@@ -1,4 +1,4 @@
-"""The channels' service config (grpckit/options.py): gRPC accepts it, and with it a frozen
+"""The channels' service config (grpckit/transport/options.py): gRPC accepts it, and with it a frozen
 replica costs no read-only call.
 
 A service config gRPC rejects does not raise where the channel is made: every call on the
@@ -18,9 +18,9 @@ import pytest
 
 from api import movie_pb2, movie_pb2_grpc
 from client.common import served_by
-from grpckit.channel import open_channel
-from grpckit.options import CHANNEL_OPTIONS, SERVICE_CONFIG
-from grpckit.tls import channel_credentials
+from grpckit.client.channel import open_channel
+from grpckit.transport.options import CHANNEL_OPTIONS, SERVICE_CONFIG
+from grpckit.transport.tls import channel_credentials
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from tests.conftest import Connect, client_tls, eventually, replica_processes, serving
 

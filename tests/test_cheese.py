@@ -11,7 +11,7 @@ import pytest
 
 from api import cheese_pb2, cheese_pb2_grpc
 from cheese.server import AGE_MONTHS, Cheese, CheeseSettings
-from grpckit.server import Server
+from grpckit.lifecycle.server import Server
 from tests.conftest import Connect, client_tls, eventually, serving
 
 

@@ -14,7 +14,7 @@ import cv2
 import pytest
 
 from cheese.server import Cheese, CheeseSettings
-from grpckit.server import Server, running
+from grpckit.lifecycle.server import Server, running
 from soccer import demo_video
 from soccer.server import Soccer, SoccerSettings
 from tests.conftest import (

@@ -1,4 +1,4 @@
-"""The caller behind the edge (grpckit/callers.py): a server honours Envoy's
+"""The caller behind the edge (grpckit/calls/callers.py): a server honours Envoy's
 x-forwarded-client-cert only from the edge's identity, and then authorizes and logs the
 client it names; from any other peer the header is ignored. Real servers on loopback, over
 mutual TLS, with the edge's certificate from the test PKI standing in for the edge."""
@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api import movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
-from grpckit.authz import Peer
-from grpckit.callers import XFCC, forwarded_peer
-from grpckit.server import Server, running
+from grpckit.calls.authz import Peer
+from grpckit.calls.callers import XFCC, forwarded_peer
+from grpckit.lifecycle.server import Server, running
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from soccer.server import Soccer, SoccerSettings
 from tests.conftest import Connect, client_tls, server_settings

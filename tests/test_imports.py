@@ -1,5 +1,6 @@
 """The import graph of the first-party packages, read from the source: no module imports
-itself through others, and the runtime (grpckit) imports nothing built on it (services, client, docgen).
+itself through others, the runtime (grpckit) imports nothing built on it (services, client, docgen),
+and the runtime's rooms import one way, each only from the rooms after it in ROOMS.
 
 Read with ast rather than by importing, so that imports under `if TYPE_CHECKING:` (which
 Python never runs) count as edges too: a circle kept only for the type checker is one.
@@ -15,6 +16,17 @@ PACKAGES = ("grpckit", "cheese", "movie", "soccer", "client", "docgen")
 # Everything built on the runtime: the services, the client, the docs' generator.
 ABOVE_RUNTIME = frozenset(PACKAGES) - {"grpckit"}
 Graph = dict[str, set[str]]
+# The runtime's rooms, each importing only from those after it: a call's jobs may log and
+# count, but telemetry knows nothing of calls; the server wraps calls, never the reverse.
+ROOMS = (
+    "grpckit.lifecycle",
+    "grpckit.calls",
+    "grpckit.client",
+    "grpckit.transport",
+    "grpckit.telemetry",
+)
+# Below every room, importable from any of them; they import no room themselves.
+SHARED = frozenset({"grpckit", "grpckit.settings", "grpckit.config"})
 
 
 def _module_name(root: Path, path: Path) -> str:
@@ -86,7 +98,12 @@ def cycles(graph: Graph) -> list[list[str]]:
 
 def test_no_first_party_module_imports_in_a_circle() -> None:
     graph = import_graph(ROOT, PACKAGES)
-    assert {"soccer.hub", "soccer.metrics", "soccer.video", "grpckit.server"} <= graph.keys()
+    assert {
+        "soccer.hub",
+        "soccer.metrics",
+        "soccer.video",
+        "grpckit.lifecycle.server",
+    } <= graph.keys()
     assert cycles(graph) == []
 
 
@@ -100,6 +117,43 @@ def test_the_runtime_imports_nothing_above_it() -> None:
         if name.partition(".")[0] in ABOVE_RUNTIME
     }
     assert upward == set()
+
+
+def _room(module: str, rooms: tuple[str, ...]) -> int | None:
+    inside = (i for i, room in enumerate(rooms) if module == room or module.startswith(f"{room}."))
+    return next(inside, None)
+
+
+def against_the_order(graph: Graph, rooms: tuple[str, ...], shared: frozenset[str]) -> Graph:
+    """Module -> what it imports against the order: a room before its own (or any room, for a
+    shared module), or a module of the runtime that is in neither a room nor `shared`."""
+    runtime = rooms[0].partition(".")[0]
+    found: Graph = {}
+    for module, names in graph.items():
+        if module.partition(".")[0] != runtime:
+            continue
+        own = _room(module, rooms)
+        for name in names:
+            if name.partition(".")[0] != runtime:
+                continue
+            theirs = _room(name, rooms)
+            allowed = name in shared if theirs is None else own is not None and theirs >= own
+            if not allowed:
+                found.setdefault(module, set()).add(name)
+    return found
+
+
+def test_every_runtime_module_is_in_a_room_or_shared() -> None:
+    graph = import_graph(ROOT, PACKAGES)
+    runtime = {module for module in graph if module.partition(".")[0] == "grpckit"}
+    placed = {m for m in runtime if _room(m, ROOMS) is not None or m in SHARED}
+    assert runtime - placed == set()
+    assert all(room in graph for room in ROOMS)
+
+
+def test_the_rooms_import_one_way_in_their_order() -> None:
+    graph = import_graph(ROOT, PACKAGES)
+    assert against_the_order(graph, ROOMS, SHARED) == {}
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -138,3 +192,29 @@ def test_no_circle_is_reported_for_a_chain(tmp_path: Path) -> None:
     graph = import_graph(tmp_path, ("pkg",))
     assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.c"}, "pkg.c": set()}
     assert cycles(graph) == []
+
+
+def test_an_import_against_the_rooms_order_is_found(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "rt/__init__.py": "",
+            "rt/base.py": "from rt.low import x\n",
+            "rt/high/__init__.py": "",
+            "rt/high/a.py": "from rt import base, stray\n",
+            "rt/low/__init__.py": "",
+            "rt/low/b.py": "from rt.low import c\n",
+            "rt/low/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rt.high import a\n",
+            "rt/stray.py": "import os\n",
+        },
+    )
+    graph = import_graph(tmp_path, ("rt",))
+    found = against_the_order(graph, ("rt.high", "rt.low"), frozenset({"rt", "rt.base"}))
+    # No circle, yet low imports high (for the type checker only), a shared module imports a
+    # room, and a module sits in no room.
+    assert cycles(graph) == []
+    assert found == {
+        "rt.low.c": {"rt.high", "rt.high.a"},
+        "rt.base": {"rt.low"},
+        "rt.high.a": {"rt.stray"},
+    }

@@ -4,7 +4,7 @@ import asyncio
 import gc
 import weakref
 
-from grpckit import memory
+from grpckit.lifecycle import memory
 from tests.conftest import eventually
 
 
@@ -18,7 +18,7 @@ class _Cycle:
 
 async def test_cycles_left_by_a_burst_are_collected_once_calls_stop_growing() -> None:
     # Only the reclaimer may collect: an automatic collection would pass this test by luck.
-    # (It is off already once gRPC's metrics are on in this process: grpckit/metrics.py.)
+    # (It is off already once gRPC's metrics are on in this process: grpckit/telemetry/metrics.py.)
     automatic = gc.isenabled()
     gc.disable()
     task = asyncio.create_task(memory.reclaim(lambda: 0, every=0.01))

@@ -14,8 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
-from grpckit import maintenance, metrics
-from grpckit.server import Server, running
+from grpckit.lifecycle import maintenance
+from grpckit.lifecycle.server import Server, running
+from grpckit.telemetry import metrics
 from tests import echo
 from tests.conftest import ROOT, Connect, client_tls, eventually, every_service, free_port
 from tests.echo import Echo
@@ -81,7 +82,7 @@ async def test_grpc_call_metrics_on_the_maintenance_port(pki: Path, connect: Con
 
 async def test_grpc_metrics_do_not_deadlock_a_busy_process(pki: Path) -> None:
     """grpcio-observability 1.85.0 deadlocks this process within its first calls unless
-    grpckit works around it (grpckit/metrics.py); it then exits 1 with every thread's
+    grpckit works around it (grpckit/telemetry/metrics.py); it then exits 1 with every thread's
     stack on its own (tests/grpc_metrics_hang.py)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.grpc_metrics_hang", str(pki), "2000",

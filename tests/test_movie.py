@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from api import movie_pb2, movie_pb2_grpc
-from grpckit.server import Server
+from grpckit.lifecycle.server import Server
 from movie.catalogue import CatalogueError, load
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from tests.conftest import Connect, cause_of_failed_start, client_tls, eventually, serving

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc as v1alpha_grpc
 
 from api.grpc.reflection.v1 import reflection_pb2 as v1_pb2
 from api.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
-from grpckit.server import Server
+from grpckit.lifecycle.server import Server
 from tests.conftest import Connect, client_tls, every_service
 
 EXPECTED = {

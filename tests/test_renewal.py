@@ -20,9 +20,9 @@ import grpc
 import pytest
 from cryptography import x509
 
-from grpckit.channel import ClientTls, RenewingChannel, open_channel
-from grpckit.server import running
-from grpckit.tls import ExpiryWatch, TlsFilesError, read_pair, warning_margin
+from grpckit.client.channel import ClientTls, RenewingChannel, open_channel
+from grpckit.lifecycle.server import running
+from grpckit.transport.tls import ExpiryWatch, TlsFilesError, read_pair, warning_margin
 from tests import echo
 from tests.certs_util import issue, now, presented, serial_of
 from tests.conftest import ROOT, eventually, make_pki, server_settings

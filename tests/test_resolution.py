@@ -13,8 +13,8 @@ from typing import Any
 from api import cheese_pb2, cheese_pb2_grpc
 from cheese.server import Cheese, CheeseSettings
 from client.common import served_by
-from grpckit.channel import ClientTls, open_channel
-from grpckit.server import Server, running
+from grpckit.client.channel import ClientTls, open_channel
+from grpckit.lifecycle.server import Server, running
 from tests.conftest import free_port, server_settings
 from tests.dns_server import serving_names
 

@@ -20,10 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client.common import served_by
-from grpckit.channel import ClientTls
+from grpckit.client.channel import ClientTls
 from grpckit.config import AccessLog, EventLoop, ServerSettings
-from grpckit.main import load_settings
-from grpckit.server import Server, running
+from grpckit.lifecycle.main import load_settings
+from grpckit.lifecycle.server import Server, running
 from grpckit.settings import UsageError
 from tests import echo
 from tests.conftest import (
@@ -416,7 +416,7 @@ async def test_process_serves_then_exits_0_on_sigterm(
         assert await asyncio.wait_for(process.wait(), 30) == 0
         lines = [json.loads(x) for x in output.splitlines()]
         assert [line["message"] for line in lines].count("stopped") == workers
-        # The access line, written without a LogRecord (grpckit/logs.py), like any other.
+        # The access line, written without a LogRecord (grpckit/telemetry/logs.py), like any other.
         [call] = [line for line in lines if line.get("method") == echo.ECHO]
         assert call["pid"] in {line["pid"] for line in listening}
         assert (call["logger"], call["severity"], call["message"]) == (
@@ -591,7 +591,7 @@ async def test_health_probe_for_container_healthchecks(
 
 async def probed(env: dict[str, str], service: str, code: int) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "grpckit.probe", "--service", service, cwd=ROOT, env=env,
+        sys.executable, "-m", "grpckit.client.probe", "--service", service, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 30)

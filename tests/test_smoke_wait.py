@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cheese.server import Cheese, CheeseSettings
-from grpckit.server import running
-from grpckit.service import Service
+from grpckit.lifecycle.server import running
+from grpckit.lifecycle.service import Service
 from movie.server import DEFAULT_CATALOGUE, Movies, MovieSettings
 from soccer.server import Soccer, SoccerSettings
 from tests.conftest import eventually, free_port, server_settings

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
-from grpckit.options import SERVER_KEEPALIVE_SECONDS
-from grpckit.server import Server
+from grpckit.lifecycle.server import Server
+from grpckit.transport.options import SERVER_KEEPALIVE_SECONDS
 from soccer import demo_video
 from soccer.server import Soccer, SoccerSettings
 from soccer.video import OpenCaptures

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
-from grpckit.main import load_settings
-from grpckit.server import Server, running
+from grpckit.lifecycle.main import load_settings
+from grpckit.lifecycle.server import Server, running
 from soccer.buffers import Buffers, MiB
 from soccer.hub import Published, Viewer
 from soccer.server import PROGRAM, Soccer, SoccerSettings

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
-from grpckit.budgets import Budget
+from grpckit.calls.budgets import Budget
 from soccer import hub as hub_module
 from soccer.hub import Hub, Hubs, Published, Viewer
 from soccer.video import OpenCaptures

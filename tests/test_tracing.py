@@ -1,5 +1,5 @@
 """Traces: real servers on loopback, spans caught in memory by the SDK's own exporter in place
-of OTLP (grpckit/tracing.py `enable`), channels from grpckit/channel.py as every client
+of OTLP (grpckit/telemetry/tracing.py `enable`), channels from grpckit/client/channel.py as every client
 opens them."""
 
 import contextvars
@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from api import soccer_pb2, soccer_pb2_grpc
-from grpckit import logs, tracing
-from grpckit.channel import RenewingChannel
+from grpckit.client.channel import RenewingChannel
 from grpckit.config import AccessLog, TraceSampler, TraceSettings
-from grpckit.resource import process_resource
-from grpckit.server import Server, running
+from grpckit.lifecycle.server import Server, running
 from grpckit.settings import UsageError
+from grpckit.telemetry import logs, tracing
+from grpckit.telemetry.resource import process_resource
 from soccer import video
 from soccer.server import Soccer, SoccerSettings
 from tests import echo
@@ -88,7 +88,7 @@ async def test_a_call_is_one_trace_of_its_client_span_and_its_server_span(
         assert span.status.status_code is StatusCode.UNSET
     assert served.resource.attributes["service.name"] == "test"
     assert served.resource.attributes["service.instance.id"] == "replica-1"
-    # The very resource the metrics' provider is given (grpckit/metrics.py): one identity.
+    # The very resource the metrics' provider is given (grpckit/telemetry/metrics.py): one identity.
     assert served.resource is process_resource("test", "replica-1")
 
 

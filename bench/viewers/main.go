@@ -31,7 +31,7 @@ import (
 	"grpcdemo/bench/viewers/pb"
 )
 
-const maxReceiveBytes = 32 << 20 // mirrors grpckit/options.py: one raw 4K frame
+const maxReceiveBytes = 32 << 20 // mirrors grpckit/transport/options.py: one raw 4K frame
 
 type dialConfig struct {
 	addr, ca, cert, key string

@@ -41,7 +41,7 @@ import (
 )
 
 // A raw 720p frame is 2.8 MB, over gRPC's 4 MiB default only from 1080p on; as the
-// project's own clients do, allow a raw 4K frame (grpckit/options.py).
+// project's own clients do, allow a raw 4K frame (grpckit/transport/options.py).
 const maxReceiveBytes = 32 << 20
 
 const martian = "a8034f44-aee4-44cf-b32c-74cf452aaaae"
@@ -184,7 +184,7 @@ func credentialsOf(ca, cert, key string) (credentials.TransportCredentials, erro
 }
 
 // call gives each call its deadline and waits for a connection within it: the edge admits a
-// few new connections at a time and a client may be told to come back (grpckit/options.py).
+// few new connections at a time and a client may be told to come back (grpckit/transport/options.py).
 func (c config) call() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.callTimeout)
 }

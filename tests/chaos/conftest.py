@@ -11,7 +11,7 @@ import pytest
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc
 from client.common import PORTS
-from grpckit.channel import ClientTls, open_channel
+from grpckit.client.channel import ClientTls, open_channel
 from tests.conftest import ROOT
 
 MARTIAN = "a8034f44-aee4-44cf-b32c-74cf452aaaae"

@@ -3,7 +3,7 @@ inside the compose network (`make faults`; run with -s for the figures).
 
 A replica frozen (`docker pause`) or blackholed for 20 s under `client --timeout 1 load
 movie --concurrency 8` fails no call, and the rate during the fault stays at least 0.6 of
-the rate before (the service config of grpckit/options.py). A viewer whose replica freezes
+the rate before (the service config of grpckit/transport/options.py). A viewer whose replica freezes
 mid-match resumes on the other one without losing a frame (client/stall.py). A host
 viewer behind a 1 MB/s link stays within 1 s of live, skipping frames; one 100 ms away
 (each way, +- 20 ms) gets every frame.

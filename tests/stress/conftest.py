@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from grpckit.channel import ClientTls
-from grpckit.options import CHANNEL_OPTIONS
-from grpckit.tls import channel_credentials
+from grpckit.client.channel import ClientTls
+from grpckit.transport.options import CHANNEL_OPTIONS
+from grpckit.transport.tls import channel_credentials
 from tests.chaos.conftest import target
 from tests.conftest import ROOT
 from tests.e2e.test_compose import compose

@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
-from grpckit.channel import ClientTls, open_channel
+from grpckit.client.channel import ClientTls, open_channel
 from tests.chaos.conftest import MARTIAN, target
 
 MAX_SECONDS = 900.0

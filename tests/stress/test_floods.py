@@ -23,7 +23,7 @@ import pytest
 
 from api import cheese_pb2, cheese_pb2_grpc, movie_pb2, movie_pb2_grpc, soccer_pb2, soccer_pb2_grpc
 from client.common import PORTS
-from grpckit.channel import ClientTls
+from grpckit.client.channel import ClientTls
 from tests.chaos.conftest import MARTIAN
 from tests.conftest import ROOT
 from tests.stress.conftest import (

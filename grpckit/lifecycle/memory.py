@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.memory")
 
 CHECK_SECONDS = 5.0
 COLLECT_SECONDS = 0.05
@@ -84,7 +84,7 @@ async def reclaim(in_flight: Callable[[], int], every: float = CHECK_SECONDS) ->
 async def collect_on_loop(every: float = COLLECT_SECONDS) -> None:
     """The cyclic collector's work, done by this task on the event loop, with the automatic
     collector's thresholds and generations, for a process that has turned the automatic one
-    off (grpckit/metrics.py: with gRPC's metrics on, a collection must not run in gRPC's
+    off (grpckit/telemetry/metrics.py: with gRPC's metrics on, a collection must not run in gRPC's
     export thread)."""
     young, middle, old = gc.get_threshold()
     while True:

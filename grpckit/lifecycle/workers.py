@@ -15,9 +15,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from grpckit import logs
+from grpckit.telemetry import logs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.workers")
 
 
 def run_workers(count: int, worker: Callable[[], int]) -> int:

@@ -16,11 +16,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpckit.channel import ClientTls, open_channel
+from grpckit.client.channel import ClientTls, open_channel
 from grpckit.config import ServerSettings
 from grpckit.settings import UsageError, parse, setting, usage_error
 
-PROG = "python -m grpckit.probe"
+PROG = "python -m grpckit.client.probe"
 
 
 @dataclass(frozen=True)

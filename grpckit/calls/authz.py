@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from grpc.aio import ServicerContext
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.authz")
 
 Context = ServicerContext[Any, Any]
 Match = Callable[[str], bool]
@@ -58,7 +58,7 @@ class PolicyError(ValueError):
 @dataclass(frozen=True)
 class Peer:
     """What a policy can know of the caller: its connection's certificate, or the one a
-    trusted proxy verified and forwarded (grpckit/callers.py), then named in `via`."""
+    trusted proxy verified and forwarded (grpckit/calls/callers.py), then named in `via`."""
 
     tls: bool
     uris: tuple[str, ...] = ()
@@ -337,7 +337,7 @@ class Authorization:
 
     def refusal(self, method: str, peer: Peer, context: Context) -> str | None:
         """Why `peer` may not make this call (for PERMISSION_DENIED), or None when the
-        policy allows it. The runtime asks before every handler (grpckit/guards.py)."""
+        policy allows it. The runtime asks before every handler (grpckit/calls/guards.py)."""
         if self.policy.allows(method, peer, context):
             return None
         return f"identity {peer.name} may not call {method}"

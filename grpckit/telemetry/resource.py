@@ -1,6 +1,6 @@
 """The OpenTelemetry resource that names this process on every signal it sends: its traces
-(grpckit/tracing.py) and its metrics (grpckit/metrics.py, where Prometheus shows it as
-target_info), so that a trace and a series of one replica carry the same identity."""
+(grpckit/telemetry/tracing.py) and its metrics (grpckit/telemetry/metrics.py, where Prometheus
+shows it as target_info), so that a trace and a series of one replica carry the same identity."""
 
 import functools
 

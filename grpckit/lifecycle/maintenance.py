@@ -1,12 +1,12 @@
 """The maintenance port: health over plaintext gRPC and `/metrics` over HTTP/1.1, on one port.
 
-Kubernetes' gRPC probes, compose's healthchecks (grpckit/probe.py) and Prometheus all come
+Kubernetes' gRPC probes, compose's healthchecks (grpckit/client/probe.py) and Prometheus all come
 to the one plaintext port that carries no business RPC. grpcio cannot answer HTTP/1.1, so a
 small listener reads each connection's first bytes and routes it:
 
 - the HTTP/2 client preface (`PRI * HTTP/2.0`: gRPC, kubelet's probes) is spliced, bytes
   both ways, to the health-only gRPC server, which listens on loopback alone;
-- `GET /metrics` gets the Prometheus exposition (grpckit/metrics.py), then the connection
+- `GET /metrics` gets the Prometheus exposition (grpckit/telemetry/metrics.py), then the connection
   is closed; any other path 404, any other request 400.
 
 Bounded like every other listener: at most MAX_CONNECTIONS at once (more are closed at
@@ -20,9 +20,9 @@ from typing import Final
 
 import grpc
 
-from grpckit import metrics
+from grpckit.telemetry import metrics
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.maintenance")
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_CONNECTIONS: Final = 64

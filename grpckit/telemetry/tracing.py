@@ -1,6 +1,6 @@
 """Traces: a server span per call, child of the caller's W3C `traceparent`, and a client span
-per call made through grpckit/channel.py (grpckit/trace_client.py), which sends it; both
-exported over OTLP/gRPC in batches.
+per call made through grpckit/client/channel.py (grpckit/telemetry/trace_client.py), which
+sends it; both exported over OTLP/gRPC in batches.
 
 On only where OTEL_EXPORTER_OTLP_ENDPOINT names a collector (TraceSettings). Without one no
 provider is made and `tracer()` is None: the runtime starts no span, reads no metadata for
@@ -19,12 +19,12 @@ carry a trace id only for a trace that is kept.
 The runtime's tracer is this module's, not only the API's global one: the global provider
 can be set once per process, and tests swap providers (`enable`).
 
-The server span is started in the runtime's one wrapper per call (grpckit/interceptors.py)
+The server span is started in the runtime's one wrapper per call (grpckit/calls/interceptors.py)
 and made current in the call's context: grpc.aio runs every call in a task of its own, so
 a handler's spans and span events (soccer's) go to it and the log lines written for the call
-carry its trace id (grpckit/logs.py). The context is never detached: it ends with the call's
-task, and detaching from another task (an abandoned stream closed by the garbage collector)
-would fail.
+carry its trace id (grpckit/telemetry/logs.py). The context is never detached: it ends with the
+call's task, and detaching from another task (an abandoned stream closed by the garbage
+collector) would fail.
 """
 
 import logging
@@ -63,8 +63,8 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from grpckit.config import TraceSampler, TraceSettings
-from grpckit.resource import process_resource
 from grpckit.settings import parse
+from grpckit.telemetry.resource import process_resource
 
 # W3C trace context only: what every OpenTelemetry SDK sends by default, read without the
 # global composite propagator (baggage included) on every call.
@@ -75,7 +75,7 @@ _tracer: trace.Tracer | None = None
 # The tracer's root sampling ratio, when the runtime may draw root decisions itself.
 _root_ratio: float | None = None
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.tracing")
 
 
 def settings(environ: Mapping[str, str] | None = None) -> TraceSettings:
@@ -229,7 +229,7 @@ class WhileResolved(SpanExporter):
 
 def enable(tracer_provider: trace.TracerProvider | None) -> None:
     """The runtime's spans go to `tracer_provider` from now on; None turns them off.
-    Channels opened before keep what they had (grpckit/channel.py)."""
+    Channels opened before keep what they had (grpckit/client/channel.py)."""
     global _tracer, _root_ratio
     _tracer = None if tracer_provider is None else tracer_provider.get_tracer("grpckit")
     roots = None if tracer_provider is None else _roots(tracer_provider)

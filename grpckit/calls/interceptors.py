@@ -1,23 +1,23 @@
 """What every call goes through: the runtime's jobs, each in a module of its own or a line
 here, in this order:
 
-1. in flight (grpckit/in_flight.py): the call is counted; a health watch is remembered so
-   that shutdown can end it. With tracing on (grpckit/tracing.py), its server span starts,
-   child of the caller's `traceparent`, and is current for the call.
-2. caller and access log (grpckit/callers.py, grpckit/access_log.py): the call's start, peer
-   and client (the edge's forwarded one, when the edge sent it) are read, and its line is
-   written when it ends, whatever ended it.
-3. served-by (grpckit/served_by.py): the replica's name goes into the trailing metadata
+1. in flight (grpckit/calls/in_flight.py): the call is counted; a health watch is remembered
+   so that shutdown can end it. With tracing on (grpckit/telemetry/tracing.py), its server
+   span starts, child of the caller's `traceparent`, and is current for the call.
+2. caller and access log (grpckit/calls/callers.py, grpckit/calls/access_log.py): the call's
+   start, peer and client (the edge's forwarded one, when the edge sent it) are read, and its
+   line is written when it ends, whatever ended it.
+3. served-by (grpckit/calls/served_by.py): the replica's name goes into the trailing metadata
    first, so that it is there even when the call fails; an admitted stream sends it in its
    initial metadata too, just before its handler runs.
 4. readiness: a call to a service before every service has started gets UNAVAILABLE
    (health says NOT_SERVING meanwhile); health and reflection always answer.
-5. decoding (grpckit/decoding.py): a request that did not decode ends the call with
+5. decoding (grpckit/calls/decoding.py): a request that did not decode ends the call with
    INVALID_ARGUMENT.
-6. budgets (grpckit/budgets.py): a call to a service over the server's or its client's
+6. budgets (grpckit/calls/budgets.py): a call to a service over the server's or its client's
    budget of calls or streams gets RESOURCE_EXHAUSTED before its handler runs.
 7. the service's own handler.
-8. cancellation (grpckit/cancellation.py): a write that failed because the client went away
+8. cancellation (grpckit/calls/cancellation.py): a write that failed because the client went away
    ends the call as cancelled, not as a server error.
 
 1 to 3 see what 4 to 8 do, so a refused or malformed call is counted, logged and named like
@@ -26,9 +26,9 @@ any other. The jobs are composed into one handler per method as services registe
 builds every call's metadata and handler-call details in Python and awaits the chain before
 the handler runs: about 50 us of CPU per unary call at peak load, measured with ghz.
 
-Authorization (grpckit/authz.py) guards every method, health and reflection included, just
+Authorization (grpckit/calls/authz.py) guards every method, health and reflection included, just
 before 6: a call the server's policy does not allow gets PERMISSION_DENIED before any budget
-is spent or its handler runs. Both are one `Guard` (grpckit/guards.py), asked inline by the
+is spent or its handler runs. Both are one `Guard` (grpckit/calls/guards.py), asked inline by the
 call's one wrapper here, so a call reads its caller once and pays no coroutine layer per
 guard.
 """
@@ -40,15 +40,16 @@ from typing import Any, TypeAlias, cast
 import grpc
 from grpc.aio import ServicerContext
 
-from grpckit import cancellation, decoding, metrics, tracing
-from grpckit.access_log import AccessLogger, final_code
-from grpckit.authz import Authorization, Peer
-from grpckit.budgets import CallBudgets
-from grpckit.callers import Callers
+from grpckit.calls import cancellation, decoding
+from grpckit.calls.access_log import AccessLogger, final_code
+from grpckit.calls.authz import Authorization, Peer
+from grpckit.calls.budgets import CallBudgets
+from grpckit.calls.callers import Callers
+from grpckit.calls.guards import Guard
+from grpckit.calls.in_flight import HEALTH_WATCH, InFlight
+from grpckit.calls.served_by import served_by
 from grpckit.config import AccessLog
-from grpckit.guards import Guard
-from grpckit.in_flight import HEALTH_WATCH, InFlight
-from grpckit.served_by import served_by
+from grpckit.telemetry import metrics, tracing
 
 Behaviour = Callable[..., Any]
 # Generic only in grpc-stubs, so the alias must stay a string at run time.

@@ -1,6 +1,6 @@
 """Metrics: gRPC's own, recorded by grpcio-observability, and the services' own, through the
 OpenTelemetry metrics API; both read by Prometheus from the maintenance port
-(grpckit/maintenance.py) as `/metrics`.
+(grpckit/lifecycle/maintenance.py) as `/metrics`.
 
 What Prometheus sees (names fixed: alerts and the status page are written against them):
   grpc_server_call_started_total{grpc_method}
@@ -35,7 +35,7 @@ from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from grpckit.resource import process_resource
+from grpckit.telemetry.resource import process_resource
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -68,7 +68,7 @@ _installed = False
 _plugin = False
 
 # Methods served by this process, as gRPC's metrics name them ("pkg.Service/Method"), filled
-# as the runtime assembles their handlers (grpckit/interceptors.py). gRPC names a method
+# as the runtime assembles their handlers (grpckit/calls/interceptors.py). gRPC names a method
 # added through a generic handler (soccer's Watch, the tests' Echo) "other" unless told it is
 # ours; any other name stays "other", so a client cannot mint a series per name it makes up.
 SERVED: set[str] = set()

@@ -1,7 +1,7 @@
 """What a service tells the runtime, and nothing more: its names, how it adds itself to a
 gRPC server, what it does before serving and when shutdown begins.
 
-The runtime (grpckit/server.py) owns the rest: health, reflection, ports, drain, grace,
+The runtime (grpckit/lifecycle/server.py) owns the rest: health, reflection, ports, drain, grace,
 background tasks and signals. A service never sees the server it runs in.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.service")
 
 
 class StartupError(Exception):

@@ -1,5 +1,5 @@
 """Client channels with the project's settings: mutual TLS, message limits, retries, and a
-client span per call when tracing is on (grpckit/trace_client.py).
+client span per call when tracing is on (grpckit/telemetry/trace_client.py).
 
 A channel's credentials are fixed when it is made, and certificates here live a day (a few
 minutes in tests): a client that holds a channel for longer would show an expired
@@ -19,11 +19,11 @@ from typing import Any
 
 import grpc
 
-from grpckit import trace_client
-from grpckit.options import CHANNEL_OPTIONS, ChannelOptions
-from grpckit.tls import TlsFilesError, channel_credentials, files_stamp
+from grpckit.telemetry import trace_client
+from grpckit.transport.options import CHANNEL_OPTIONS, ChannelOptions
+from grpckit.transport.tls import TlsFilesError, channel_credentials, files_stamp
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.channel")
 
 
 @dataclass(frozen=True)

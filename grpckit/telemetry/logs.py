@@ -6,8 +6,8 @@ poller thread and taken back. So lines are written in batches: an INFO line wait
 `BATCH_SECONDS` for others to go with it, a WARNING or worse is written at once (with what
 waits before it), and so is everything at exit.
 
-A line written during a traced call carries the call's `trace_id` (grpckit/tracing.py makes
-the call's server span current for it), so a log search finds the trace and back.
+A line written during a traced call carries the call's `trace_id` (grpckit/telemetry/tracing.py
+makes the call's server span current for it), so a log search finds the trace and back.
 """
 
 import json

@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 from grpc.aio import ServicerContext
 
-from grpckit import logs
-from grpckit.authz import Peer
+from grpckit.calls.authz import Peer
 from grpckit.config import AccessLog
+from grpckit.telemetry import logs
 
 log = logging.getLogger("grpckit.access")
 
@@ -46,7 +46,7 @@ class Entry:
     """What must be read while the call is alive: asking a cancelled call for its peer can
     crash the process (a use-after-free in gRPC's core, seen as SIGSEGV when viewers cancel).
 
-    `client` is the caller's name, the one the policy matched (grpckit/callers.py): through
+    `client` is the caller's name, the one the policy matched (grpckit/calls/callers.py): through
     the edge, the client the edge verified, and `via` the edge."""
 
     __slots__ = ("client", "peer", "start", "via")

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from grpckit.config import TlsFiles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.tls")
 
 
 class TlsFilesError(ValueError):

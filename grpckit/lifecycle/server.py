@@ -1,10 +1,10 @@
-"""A grpc.aio server hosting services (grpckit/service.py), and its lifecycle.
+"""A grpc.aio server hosting services (grpckit/lifecycle/service.py), and its lifecycle.
 
 Health: NOT_SERVING from the start until every service has started, and again as soon as
 shutdown begins, so load balancers and compose stop sending work first. The same health
 service can also be served alone, in plaintext, on a maintenance port: Kubernetes' native
 gRPC probes cannot present a client certificate. Prometheus reads `/metrics` there too
-(grpckit/maintenance.py).
+(grpckit/lifecycle/maintenance.py).
 """
 
 import asyncio
@@ -15,17 +15,18 @@ from contextlib import asynccontextmanager
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from grpckit import memory, metrics, reflection
-from grpckit.authz import Authorization, PolicyError
-from grpckit.budgets import CallBudgets
+from grpckit.calls.authz import Authorization, PolicyError
+from grpckit.calls.budgets import CallBudgets
+from grpckit.calls.interceptors import Calls, Registrar
 from grpckit.config import ServerSettings
-from grpckit.interceptors import Calls, Registrar
-from grpckit.maintenance import Maintenance
-from grpckit.options import server_options
-from grpckit.service import BackgroundTasks, Service, StartupError
-from grpckit.tls import ExpiryWatch, TlsFilesError, server_credentials
+from grpckit.lifecycle import memory, reflection
+from grpckit.lifecycle.maintenance import Maintenance
+from grpckit.lifecycle.service import BackgroundTasks, Service, StartupError
+from grpckit.telemetry import metrics
+from grpckit.transport.options import server_options
+from grpckit.transport.tls import ExpiryWatch, TlsFilesError, server_credentials
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -162,7 +163,7 @@ class Server:
         """Drain, then stop: no call is refused that a client could have sent elsewhere.
 
         1. NOT_SERVING, pushed at once to every health watcher: clients that check health
-           (our channels do, see grpckit/options.py) stop picking this server; every
+           (our channels do, see grpckit/transport/options.py) stop picking this server; every
            service's `stop` is called.
         2. Keep serving for the drain time, so calls already on their way are served.
         3. End the health watches (they never end by themselves and would hold the grace

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from grpckit import logs, metrics, tracing
 from grpckit.config import ServerSettings
-from grpckit.loop import run as run_loop
-from grpckit.server import Server
-from grpckit.service import Program, StartupError
+from grpckit.lifecycle.loop import run as run_loop
+from grpckit.lifecycle.server import Server
+from grpckit.lifecycle.service import Program, StartupError
+from grpckit.lifecycle.workers import run_workers
 from grpckit.settings import UsageError, parse, usage_error
-from grpckit.workers import run_workers
+from grpckit.telemetry import logs, metrics, tracing
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpckit.main")
 
 S = TypeVar("S")
 

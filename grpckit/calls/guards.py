@@ -1,11 +1,11 @@
 """What a call to one method must pass before its handler runs, and give back after it:
-authorization (grpckit/authz.py), then budgets (grpckit/budgets.py).
+authorization (grpckit/calls/authz.py), then budgets (grpckit/calls/budgets.py).
 
 One `Guard` per method, used inline by the runtime's one wrapper per call
-(grpckit/interceptors.py), not as a coroutine wrapped around the handler per guard: each
+(grpckit/calls/interceptors.py), not as a coroutine wrapped around the handler per guard: each
 layer was a coroutine created, awaited and unwound per call, and each guard read the
 caller's certificate itself. `admit` is given the caller, read once per call
-(grpckit/callers.py), for both, and is synchronous: an admitted call awaits nothing more than
+(grpckit/calls/callers.py), for both, and is synchronous: an admitted call awaits nothing more than
 its handler.
 
 The caller is read from the call, never remembered per connection: the only cheap key for a
@@ -20,9 +20,9 @@ from typing import Any
 import grpc
 from grpc.aio import ServicerContext
 
-from grpckit import metrics
-from grpckit.authz import Authorization, Peer
-from grpckit.budgets import Budget
+from grpckit.calls.authz import Authorization, Peer
+from grpckit.calls.budgets import Budget
+from grpckit.telemetry import metrics
 
 Context = ServicerContext[Any, Any]
 Refusal = tuple[grpc.StatusCode, str]

@@ -7,7 +7,7 @@ budget bounds, and a caller that must wait is better told to back off or go else
 Unary calls and streams have separate budgets: a stream holds its share for its whole life
 (minutes, for a viewer), so a flood of streams must not take the room of short calls. Each
 client identity (its certificate's principal, the name the authorization policy matches,
-grpckit/authz.py) gets at most a part of each budget, so one greedy certificate cannot
+grpckit/calls/authz.py) gets at most a part of each budget, so one greedy certificate cannot
 starve the others. Health and reflection are outside every budget: a server busy with a
 flood must still say it is alive.
 

@@ -9,7 +9,7 @@ identity by sending the header itself. The edge sets the header on every call it
 sent under that name is replaced by what the edge verified. The edge's own calls, its
 health checks, carry no header and are the edge's.
 
-The caller is read once per call, by the runtime's wrapper (grpckit/interceptors.py), for
+The caller is read once per call, by the runtime's wrapper (grpckit/calls/interceptors.py), for
 the authorization policy, the budgets and the access log alike; handlers that charge work to
 a client (soccer's decoders) ask `current()`.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from grpc.aio import ServicerContext
 
-from grpckit.authz import Peer, peer_of
+from grpckit.calls.authz import Peer, peer_of
 
 Context = ServicerContext[Any, Any]
 

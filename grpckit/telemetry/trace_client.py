@@ -1,5 +1,5 @@
-"""The client half of tracing (grpckit/tracing.py): a client span per call made on a
-channel from grpckit/channel.py, its context sent as W3C `traceparent`, so that the server's
+"""The client half of tracing (grpckit/telemetry/tracing.py): a client span per call made on a
+channel from grpckit/client/channel.py, its context sent as W3C `traceparent`, so that the server's
 span of the same call is its child in the same trace.
 
 A grpc.aio client interceptor (the server side avoids them for speed; a client makes far
@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import Span, SpanKind
 
-from grpckit import tracing
+from grpckit.telemetry import tracing
 
 # An async callable of (details, request) to the call; grpc-stubs type it as returning the
 # call itself, which it is not.
