@@ -13,6 +13,7 @@ import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
 from grpckit.budgets import _FORGET_PAST, StartRate
+from grpckit.served_by import SERVED_BY
 from grpckit.main import load_settings
 from grpckit.server import Server, running
 from soccer.buffers import Buffers, MiB
@@ -75,7 +76,11 @@ async def test_no_decoder_left_is_refused_before_one_opens_and_cancel_gives_it_b
     assert (decoders(one_decoder), OpenCaptures.count) == (1, 1)
     expected = "soccer decoders of client 'client': 1 of 1 in use (SOCCER_MAX_DECODERS_PER_CLIENT)"
     for match in (unpaced(), soccer_pb2.Match(id="small")):  # unpaced, and a hub of its own
-        assert await refused(soccer.Watch(match, timeout=30).read()) == expected
+        call = soccer.Watch(match, timeout=30)
+        assert await refused(call.read()) == expected
+        # Trailers only: no headers went out before the refusal, and they name the replica.
+        assert SERVED_BY not in dict(await call.initial_metadata())
+        assert SERVED_BY in dict(await call.trailing_metadata())
     assert OpenCaptures.count == 1
     await ended(one_decoder, first)
     frames = [v async for v in soccer.Watch(unpaced(max_frames=3), timeout=60)]
