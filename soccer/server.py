@@ -4,6 +4,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from opentelemetry import trace
 
 from api import soccer_pb2
 from grpckit.calls import callers
-from grpckit.calls.budgets import Budget
+from grpckit.calls.budgets import Budget, StartRate
 from grpckit.lifecycle.service import BackgroundTasks, Program, Service, StartupError
 from grpckit.settings import setting
 from grpckit.telemetry import metrics as runtime_metrics
@@ -59,6 +60,17 @@ class SoccerSettings:
         "SOCCER_MAX_DECODERS_PER_CLIENT",
         "decoders at once started by one client identity (certificate)",
         minimum=1,
+    )
+    # Opening a decoder costs 20-50 ms of a core (more with a start frame to seek to), so
+    # the two at once a client may hold, opened and let go over and over, would take the
+    # core the hubs' viewers need: the starts themselves are bounded too.
+    decoder_starts_per_client: float = setting(
+        4.0,
+        "SOCCER_DECODER_STARTS_PER_CLIENT",
+        "decoders one client identity may start a second (hubs and unpaced viewers; joining "
+        "a running hub is not a start), in bursts of up to two seconds' worth; past it a "
+        "viewer gets RESOURCE_EXHAUSTED",
+        minimum=0.5,
     )
     viewer_buffer_mib: float = setting(
         48.0,
@@ -121,12 +133,19 @@ class Soccer(Service):
         self._videos_dir = settings.videos_dir
         # Set once shutdown begins: streams then end with a resume point instead of being cut.
         self._stopping = asyncio.Event()
+        rate = settings.decoder_starts_per_client
         self.hubs = Hubs(
             Budget.of(
                 "soccer decoders",
                 settings.max_decoders,
                 "SOCCER_MAX_DECODERS",
                 settings.max_decoders_per_client,
+                StartRate(
+                    "soccer decoder starts",
+                    rate,
+                    math.ceil(2 * rate),
+                    "SOCCER_DECODER_STARTS_PER_CLIENT",
+                ),
             ),
             Buffers(
                 int(settings.buffer_mib * MiB), per_client=int(settings.client_buffer_mib * MiB)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
+from grpckit.calls.budgets import _FORGET_PAST, StartRate
+from grpckit.calls.served_by import SERVED_BY
 from grpckit.lifecycle.main import load_settings
 from grpckit.lifecycle.server import Server, running
 from soccer.buffers import Buffers, MiB
@@ -74,7 +76,11 @@ async def test_no_decoder_left_is_refused_before_one_opens_and_cancel_gives_it_b
     assert (decoders(one_decoder), OpenCaptures.count) == (1, 1)
     expected = "soccer decoders of client 'client': 1 of 1 in use (SOCCER_MAX_DECODERS_PER_CLIENT)"
     for match in (unpaced(), soccer_pb2.Match(id="small")):  # unpaced, and a hub of its own
-        assert await refused(soccer.Watch(match, timeout=30).read()) == expected
+        call = soccer.Watch(match, timeout=30)
+        assert await refused(call.read()) == expected
+        # Trailers only: no headers went out before the refusal, and they name the replica.
+        assert SERVED_BY not in dict(await call.initial_metadata())
+        assert SERVED_BY in dict(await call.trailing_metadata())
     assert OpenCaptures.count == 1
     await ended(one_decoder, first)
     frames = [v async for v in soccer.Watch(unpaced(max_frames=3), timeout=60)]
@@ -107,6 +113,44 @@ async def test_a_second_identity_gets_a_decoder_a_greedy_one_cannot(
             "soccer decoders: 3 of 3 in use (SOCCER_MAX_DECODERS)"
         )
         await ended(server, taken)
+
+
+async def test_decoders_started_and_let_go_over_and_over_are_refused_past_the_start_rate(
+    pki: Path, videos: Path, connect: Connect
+) -> None:
+    # Half a start a second: a burst of one, the next a good while later.
+    async with soccer_budgets(pki, videos, decoder_starts_per_client=0.5) as server:
+        greedy, second = stub(connect, server, pki), stub(connect, server, pki, "other")
+        await ended(server, await started(greedy, unpaced()))
+        for match in (unpaced(), soccer_pb2.Match(id="small", start_frame=5)):
+            details = await refused(greedy.Watch(match, timeout=30).read())
+            assert details.startswith(
+                "soccer decoder starts of client 'client': more than 0.5 started a second "
+                "(SOCCER_DECODER_STARTS_PER_CLIENT); the next in "
+            ), details
+        assert OpenCaptures.count == 0
+        # Another identity's bucket is its own, and joining its running hub starts nothing.
+        live = soccer_pb2.Match(id="small", encoding=soccer_pb2.JPEG)
+        viewers = await started(second, live)
+        viewers += await started(greedy, live)
+        await ended(server, viewers)
+
+
+def test_a_start_rate_refills_and_forgets_identities_whose_bucket_is_full() -> None:
+    now = [0.0]
+    rate = StartRate("starts", 2, 4, "STARTS", clock=lambda: now[0])
+    assert [rate.take("a") for _ in range(5)] == [True] * 4 + [False]
+    assert (
+        rate.refusal("a")
+        == "starts of client 'a': more than 2 started a second (STARTS); the next in 0.5 s"
+    )
+    now[0] += 0.5
+    assert rate.take("a") and not rate.take("a")
+    for i in range(_FORGET_PAST):
+        rate.take(f"id-{i}")
+    now[0] += 2  # every bucket full again: the sweep forgets them all but the one it keeps
+    rate.take("b")
+    assert len(rate._buckets) == 1
 
 
 async def test_a_viewer_already_served_keeps_every_frame_while_the_excess_is_refused(

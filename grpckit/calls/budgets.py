@@ -16,6 +16,8 @@ has done no work; what it took is given back however it ends (done, error, cance
 deadline).
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -79,18 +81,73 @@ class PerClient:
         return f"{self.what} of client {identity!r}: {used}"
 
 
-class Budget:
-    """One kind of thing (calls, streams, decoders): a limit for the server and one per client."""
+@dataclass
+class StartRate:
+    """How often one client identity may start something costly: a token bucket each, of
+    `burst` starts refilled at `per_second`. A count at once bounds what is held; this bounds
+    the work of starting it again and again (a decoder opened, read once and let go, over
+    and over, costs a core with never more than two open). An identity whose bucket is full
+    is forgotten, so many distinct certificates do not make it grow."""
 
-    def __init__(self, total: Limit, per_client: PerClient) -> None:
+    what: str
+    per_second: float
+    burst: int
+    setting: str
+    clock: Callable[[], float] = time.monotonic
+    # identity -> (tokens, when they were counted)
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def _tokens(self, identity: str, now: float) -> float:
+        tokens, at = self._buckets.get(identity, (self.burst, now))
+        return min(float(self.burst), tokens + (now - at) * self.per_second)
+
+    def allows(self, identity: str) -> bool:
+        return self._tokens(identity, self.clock()) >= 1
+
+    def take(self, identity: str) -> bool:
+        now = self.clock()
+        tokens = self._tokens(identity, now)
+        if tokens < 1:
+            return False
+        self._buckets[identity] = (tokens - 1, now)
+        if len(self._buckets) > _FORGET_PAST:
+            full = [i for i in self._buckets if self._tokens(i, now) >= self.burst]
+            for forgotten in full:
+                del self._buckets[forgotten]
+        return True
+
+    def refusal(self, identity: str) -> str:
+        wait = (1 - self._tokens(identity, self.clock())) / self.per_second
+        return (
+            f"{self.what} of client {identity!r}: more than {self.per_second:g} started a "
+            f"second ({self.setting}); the next in {max(wait, 0):.1f} s"
+        )
+
+
+# Buckets kept before the full ones are swept: a sweep costs one pass, this rarely.
+_FORGET_PAST = 1024
+
+
+class Budget:
+    """One kind of thing (calls, streams, decoders): a limit for the server and one per
+    client, and optionally how often each client may start one."""
+
+    def __init__(
+        self, total: Limit, per_client: PerClient, starts: StartRate | None = None
+    ) -> None:
         self.total = total
         self.per_client = per_client
+        self.starts = starts
 
     @classmethod
-    def of(cls, what: str, limit: int, setting: str, per_client: int) -> "Budget":
+    def of(
+        cls, what: str, limit: int, setting: str, per_client: int, starts: StartRate | None = None
+    ) -> "Budget":
         """Settings named `setting` and `setting`_PER_CLIENT."""
         return cls(
-            Limit(what, limit, setting), PerClient(what, per_client, f"{setting}_PER_CLIENT")
+            Limit(what, limit, setting),
+            PerClient(what, per_client, f"{setting}_PER_CLIENT"),
+            starts,
         )
 
     def refusal(self, identity: str) -> str | None:
@@ -99,6 +156,8 @@ class Budget:
             return self.per_client.refusal(identity)
         if self.total.in_use >= self.total.limit:
             return self.total.refusal()
+        if self.starts is not None and not self.starts.allows(identity):
+            return self.starts.refusal(identity)
         return None
 
     def take(self, identity: str) -> str | None:
@@ -108,6 +167,9 @@ class Budget:
         if not self.total.take():
             self.per_client.give_back(identity)
             return self.total.refusal()
+        if self.starts is not None and not self.starts.take(identity):
+            self.give_back(identity)
+            return self.starts.refusal(identity)
         return None
 
     def give_back(self, identity: str) -> None:

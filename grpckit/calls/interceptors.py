@@ -8,8 +8,8 @@ here, in this order:
    start, peer and client (the edge's forwarded one, when the edge sent it) are read, and its
    line is written when it ends, whatever ended it.
 3. served-by (grpckit/calls/served_by.py): the replica's name goes into the trailing metadata
-   first, so that it is there even when the call fails; an admitted stream sends it in its
-   initial metadata too, just before its handler runs.
+   first, so that it is there even when the call fails; a stream sends it in its initial
+   metadata too, with its first message.
 4. readiness: a call to a service before every service has started gets UNAVAILABLE
    (health says NOT_SERVING meanwhile); health and reflection always answer.
 5. decoding (grpckit/calls/decoding.py): a request that did not decode ends the call with
@@ -34,7 +34,7 @@ guard.
 """
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -131,9 +131,10 @@ class Calls:
     ) -> tuple[Any, decoding.Refusal | None]:
         """Served-by, readiness and decoding: the request for the handler, or the refusal to
         answer instead (synchronous, so that a call pays for no coroutine here). A stream
-        sends its initial metadata only once it is admitted (`start`): a refusal is then one
-        trailers-only answer, where sending headers first made a refused stream cost twice
-        a unary call."""
+        sends its initial metadata only with its first message (`_HeadersWithFirstWrite`,
+        `_generated`): a refusal, by the runtime or by the handler before it writes (a
+        budget of its own, a request it cannot serve), is then one trailers-only answer,
+        where sending headers first made a refused stream cost twice a unary call."""
         context.set_trailing_metadata(self._served_by)
         if guarded and not self.started:
             return request, _STARTING
@@ -141,9 +142,13 @@ class Calls:
             return request, decoding.refusal(request)
         return decoding.each_decoded(request, context), None
 
+    def writer(self, context: Context) -> Context:
+        """The context a stream's handler that writes (`context.write`) gets."""
+        return cast(Context, _HeadersWithFirstWrite(context, self._served_by))
+
     async def start(self, context: Context) -> None:
-        """An admitted stream's initial metadata, so that its client knows its server from
-        the first message on."""
+        """A stream's initial metadata, so that its client knows its server from the first
+        message on."""
         await context.send_initial_metadata(self._served_by)
 
     def _streamed(
@@ -179,9 +184,7 @@ class Calls:
                     request, refused = calls.prepare(request, context, **options)
                     if refused is not None:
                         await context.abort(*refused)
-                    if stream:
-                        await calls.start(context)
-                    return await behaviour(request, context)
+                    return await behaviour(request, calls.writer(context) if stream else context)
 
             return call
 
@@ -194,9 +197,7 @@ class Calls:
                 if refused is not None:
                     await context.abort(*refused)
                 try:
-                    if stream:
-                        await calls.start(context)
-                    return await behaviour(request, context)
+                    return await behaviour(request, calls.writer(context) if stream else context)
                 finally:
                     if taken is not None:
                         guard.give_back(taken)
@@ -225,14 +226,43 @@ class Calls:
                     if refused is not None:
                         await context.abort(*refused)
                 try:
-                    await calls.start(context)
-                    async for response in behaviour(request, context):
+                    responses = behaviour(request, context)
+                    async for response in responses:
+                        await calls.start(context)
+                        yield response
+                        break
+                    async for response in responses:
                         yield response
                 finally:
                     if guard is not None and taken is not None:
                         guard.give_back(taken)
 
         return call
+
+
+class _HeadersWithFirstWrite:
+    """The context a stream's handler writes through: its first `write` sends the initial
+    metadata (served-by) just before the message, and then `write` is the call's own, so
+    that later messages pay nothing for it. Everything else is the call's context."""
+
+    __slots__ = ("_context", "_metadata", "write")
+
+    def __init__(self, context: Context, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._context = context
+        self._metadata = metadata
+        self.write: Callable[[Any], Awaitable[None]] = self._first_write
+
+    async def _first_write(self, message: Any) -> None:
+        self.write = self._context.write
+        await self._context.send_initial_metadata(self._metadata)
+        await self._context.write(message)
+
+    async def send_initial_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        self.write = self._context.write
+        await self._context.send_initial_metadata((*self._metadata, *metadata))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 class _Observed:

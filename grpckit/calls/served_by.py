@@ -1,8 +1,9 @@
 """The replica's name in every response's metadata, under `served-by`.
 
 It travels in the trailing metadata of every response, where it costs nothing extra (a
-refused call included), and in the initial metadata of every stream admitted, so that a
-viewer knows its server from the start (and a test knows which replica to stop).
+refused call included), and in the initial metadata of every stream that sends a message,
+with its first, so that a viewer knows its server from the start (and a test knows which
+replica to stop); a stream refused before its first message is one trailers-only answer.
 """
 
 SERVED_BY = "served-by"

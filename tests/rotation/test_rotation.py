@@ -30,7 +30,7 @@ async def test_ten_minutes_of_two_minute_leaves_fail_no_call_and_restart_nothing
         async with server_probe() as probe:
             end = loop.time() + SECONDS
             while loop.time() < end:
-                sample = {**await probe.serials(), "edge": edge_serial()}
+                sample = {**await probe.serials(), "edge": await asyncio.to_thread(edge_serial)}
                 samples += 1
                 for peer, serial in sample.items():
                     if serial.startswith("error"):
