@@ -13,8 +13,8 @@ import pytest
 
 from api import soccer_pb2, soccer_pb2_grpc
 from grpckit.budgets import _FORGET_PAST, StartRate
-from grpckit.served_by import SERVED_BY
 from grpckit.main import load_settings
+from grpckit.served_by import SERVED_BY
 from grpckit.server import Server, running
 from soccer.buffers import Buffers, MiB
 from soccer.hub import Published, Viewer
@@ -142,7 +142,7 @@ def test_a_start_rate_refills_and_forgets_identities_whose_bucket_is_full() -> N
     assert [rate.take("a") for _ in range(5)] == [True] * 4 + [False]
     assert (
         rate.refusal("a")
-        == "starts of client 'a': more than 2 started a second (STARTS); the next in 0.5 s"
+        == "starts of client 'a': more than 2 started a second (STARTS); the next in 500 ms"
     )
     now[0] += 0.5
     assert rate.take("a") and not rate.take("a")
