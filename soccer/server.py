@@ -61,16 +61,17 @@ class SoccerSettings:
         "decoders at once started by one client identity (certificate)",
         minimum=1,
     )
-    # Opening a decoder costs 20-50 ms of a core (more with a start frame to seek to), so
-    # the two at once a client may hold, opened and let go over and over, would take the
-    # core the hubs' viewers need: the starts themselves are bounded too.
+    # Opening a decoder costs 20-50 ms of a core (more with a start frame to seek to): a
+    # client that opens the decoders it may hold and lets them go, over and over, spends the
+    # core the hubs' viewers need. Off by default, because short live viewers (a hub stops
+    # when its last viewer leaves) start hubs as often as such a client does.
     decoder_starts_per_client: float = setting(
-        4.0,
+        0.0,
         "SOCCER_DECODER_STARTS_PER_CLIENT",
         "decoders one client identity may start a second (hubs and unpaced viewers; joining "
         "a running hub is not a start), in bursts of up to two seconds' worth; past it a "
-        "viewer gets RESOURCE_EXHAUSTED",
-        minimum=0.5,
+        "viewer gets RESOURCE_EXHAUSTED; 0: no bound",
+        minimum=0,
     )
     viewer_buffer_mib: float = setting(
         48.0,
@@ -145,7 +146,9 @@ class Soccer(Service):
                     rate,
                     math.ceil(2 * rate),
                     "SOCCER_DECODER_STARTS_PER_CLIENT",
-                ),
+                )
+                if rate
+                else None,
             ),
             Buffers(
                 int(settings.buffer_mib * MiB), per_client=int(settings.client_buffer_mib * MiB)

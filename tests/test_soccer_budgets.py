@@ -142,7 +142,7 @@ def test_a_start_rate_refills_and_forgets_identities_whose_bucket_is_full() -> N
     assert [rate.take("a") for _ in range(5)] == [True] * 4 + [False]
     assert (
         rate.refusal("a")
-        == "starts of client 'a': more than 2 started a second (STARTS); the next in 0.5 s"
+        == "starts of client 'a': more than 2 started a second (STARTS); the next in 500 ms"
     )
     now[0] += 0.5
     assert rate.take("a") and not rate.take("a")

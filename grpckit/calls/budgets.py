@@ -16,6 +16,7 @@ has done no work; what it took is given back however it ends (done, error, cance
 deadline).
 """
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ class StartRate:
         wait = (1 - self._tokens(identity, self.clock())) / self.per_second
         return (
             f"{self.what} of client {identity!r}: more than {self.per_second:g} started a "
-            f"second ({self.setting}); the next in {max(wait, 0):.1f} s"
+            f"second ({self.setting}); the next in {math.ceil(max(wait, 0) * 1000)} ms"
         )
 
 
