@@ -6,6 +6,8 @@ by resolving the Service's name again. A DNS server of the test's own stands in 
 cluster's, and two loopback addresses for the old and the new pod.
 """
 
+import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from api import cheese_pb2, cheese_pb2_grpc
 from cheese.server import Cheese, CheeseSettings
 from client.common import served_by
-from grpckit.client.channel import ClientTls, open_channel
+from grpckit.client.channel import ClientTls, RenewingChannel, open_channel
 from grpckit.lifecycle.server import Server, running
 from tests.conftest import free_port, server_settings
 from tests.dns_server import serving_names
@@ -45,3 +47,43 @@ async def test_a_client_reaches_the_new_replica_once_the_old_one_is_gone(pki: Pa
                 names.addresses = [NEW]
                 await old.stop()
                 assert await order(stub) == "new"
+
+
+async def test_a_client_finds_a_replica_started_beside_the_one_it_knows_before_that_one_drains(
+    pki: Path,
+) -> None:
+    """A rolling upgrade of one replica: the new one starts beside the old, then the old says
+    NOT_SERVING and drains. gRPC alone would learn of the new one only when the old one's
+    connection closes, after the drain, and calls meanwhile would wait; the channel looks
+    the name up again each second and moves its calls to a channel that knows both."""
+    port = free_port()
+    settings = replace(server_settings(pki, "cheese"), port=port)
+    tls = ClientTls(pki / "ca.crt", pki / "client.crt", pki / "client.key", "localhost")
+    async with serving_names(addresses=[OLD]) as names:
+        old = Server(
+            replace(settings, host=OLD, replica="old", drain=3.0), [Cheese(CheeseSettings(0.0))]
+        )
+        await old.start()
+        channel = open_channel(names.target("cheese", port), tls, look_up=lambda: names.addresses)
+        async with channel:
+            stub = cheese_pb2_grpc.CheeseServiceStub(channel)
+            assert await order(stub) == "old"
+            async with running(replace(settings, host=NEW, replica="new"),
+                               [Cheese(CheeseSettings(0.0))]):  # fmt: skip
+                names.addresses = [OLD, NEW]
+                seen: set[str] = set()
+                deadline = time.monotonic() + DEADLINE
+                while "new" not in seen:
+                    assert time.monotonic() < deadline, seen
+                    seen.add(await order(stub))
+                # The old one drains (NOT_SERVING, then serving on for its drain): every call
+                # goes to the new one at once, none waits for the old one's connection to end.
+                stopping = asyncio.ensure_future(old.stop())
+                answers = []
+                for _ in range(50):
+                    started = time.monotonic()
+                    answers.append(await order(stub))
+                    assert time.monotonic() - started < 1.0, answers
+                await stopping
+            assert isinstance(channel, RenewingChannel) and channel.new_addresses == 1
+            assert answers[-10:] == ["new"] * 10
