@@ -79,6 +79,9 @@ async def run_load(settings: Settings, args: argparse.Namespace) -> int:
     """Exits 0 only when every call succeeded."""
     codes: collections.Counter[str] = collections.Counter()
     servers: collections.Counter[str] = collections.Counter()
+    # When calls failed (time.monotonic(), the host's clock in every container, so that a
+    # test can lay them beside what it did), the first of them.
+    failed_at: list[float] = []
     async with open_channel(settings.target_for(args.service), settings.tls) as channel:
         call = await CALLERS[args.service](channel, args)
         started = time.monotonic()
@@ -91,8 +94,10 @@ async def run_load(settings: Settings, args: argparse.Namespace) -> int:
                     codes["OK"] += 1
                 except grpc.aio.AioRpcError as error:
                     codes[error.code().name] += 1
+                    _note(failed_at)
                 except WrongAnswerError:
                     codes["WRONG_ANSWER"] += 1
+                    _note(failed_at)
 
         workers = asyncio.gather(*(worker() for _ in range(args.concurrency)))
         if args.every:
@@ -110,9 +115,15 @@ async def run_load(settings: Settings, args: argparse.Namespace) -> int:
             "calls_per_s": round(calls / seconds, 1),
             "codes": dict(codes),
             "served_by": dict(servers),
+            "failed_at": failed_at,
         }
     )
     return 0 if failed == 0 else 1
+
+
+def _note(failed_at: list[float], keep: int = 50) -> None:
+    if len(failed_at) < keep:
+        failed_at.append(round(time.monotonic(), 3))
 
 
 async def _report_every(

@@ -47,7 +47,9 @@ edge_drain=${ROLLOUT_EDGE_DRAIN:-2}
 # ROLLOUT_NO_BUILD=1 rolls out the image already under the tag (built or pulled by hand).
 no_build=${ROLLOUT_NO_BUILD:-}
 
-say() { echo "rollout $service: $*" >&2; }
+# Each line starts with the seconds since boot (the clock of time.monotonic() in every
+# container), so that a test can lay calls that failed beside the step that was under way.
+say() { echo "rollout $service: [$(cut -d' ' -f1 /proc/uptime)] $*" >&2; }
 die() {
   say "REFUSED: $*"
   exit 1

@@ -170,6 +170,9 @@ def run_case(
             env={**_environment(), "ROLLOUT_NO_BUILD": "1"},
         )  # fmt: skip
         case.figures["upgrade_seconds"] = round(time.monotonic() - started, 1)
+        # On the clock of the clients' failed_at, to lay failures beside the steps.
+        case.figures["upgrade_at"] = [round(started, 3), round(time.monotonic(), 3)]
+        case.figures["steps"] = upgrade.stderr.splitlines()
         assert upgrade.returncode == 0, f"{command}: {upgrade.stdout}\n{upgrade.stderr}"
         # The upgrade must have happened while the clients were still at it.
         for name, running in clients.items():
