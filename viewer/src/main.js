@@ -76,7 +76,7 @@ async function play(match) {
     try {
       const frames = soccer.watch(request, {
         signal: attempt.signal,
-        // The edge routes JPEG watches on a path that keeps a slow link near live (README).
+        // The edge routes JPEG watches on a path that keeps a slow link near live (docs/failures-and-stress.md, slow links).
         headers: { "soccer-encoding": "jpeg" },
         onHeader: (headers) => show("replica", headers.get("served-by") ?? "?"),
       });
