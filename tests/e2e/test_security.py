@@ -106,3 +106,33 @@ def test_containers_run_hardened(service: str) -> None:
     assert uid == "10001"
     denied = compose("exec", "-T", service, "touch", "/app/x", check=False)
     assert denied.returncode != 0
+
+
+def edge_handshake(*options: str, port: int = 50051) -> str:
+    """`openssl s_client` to a published port with the host's client identity: what the
+    handshake agreed, or the alert that ended it."""
+    certs = ROOT / "certs"
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-alpn", "h2",
+         "-cert", str(certs / "client.crt"), "-key", str(certs / "client.key"),
+         "-CAfile", str(certs / "ca-bundle.crt"), *options],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("group", ["X25519", "P-256", "P-384"])
+def test_the_edge_agrees_the_mozilla_intermediate_groups(group: str) -> None:
+    assert "Verify return code: 0 (ok)" in (answer := edge_handshake("-groups", group)), answer
+    assert "Server Temp Key:" in answer, answer
+
+
+@pytest.mark.parametrize(
+    "options", [("-groups", "P-521"), ("-groups", "X448"), ("-tls1_1",), ("-tls1",)]
+)
+def test_the_edge_refuses_what_the_mozilla_intermediate_profile_leaves_out(
+    options: tuple[str, ...],
+) -> None:
+    answer = edge_handshake(*options)
+    assert "alert handshake failure" in answer or "alert protocol version" in answer, answer
+    assert "Server Temp Key:" not in answer, answer
