@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 Format = tuple[Encoding, int]  # (encoding, JPEG quality; 0 for raw)
 
 BACKLOG_FRAMES = 30
+# How far ahead of a hub a viewer's start frame may be and still join it, waiting for the
+# hub to get there: viewers that resume on a new replica, each from its own next frame a
+# few frames apart, then share one decoder instead of taking one each.
+AHEAD_FRAMES = 30
 QUEUE_FRAMES = 15
 # While the server's frame buffers are spent: enough for a viewer that keeps up (a frame
 # being sent, one waiting), nothing for one that has stopped reading.
@@ -154,6 +158,8 @@ class Viewer:
 
     def offer(self, item: Published | _End) -> None:
         if isinstance(item, Published):
+            if item.index < self.next_index:
+                return  # before the frame this viewer starts at: it joined ahead of the hub
             size = item.size_in(self.fmt)
             frames = SPENT_QUEUE_FRAMES if self.buffers.spent else self.queue_frames
             if len(self.queue) >= frames or (
@@ -258,11 +264,12 @@ class Hub:
         return len(self._viewers)
 
     def can_join(self, start_frame: int | None) -> bool:
-        """Live viewers join the live hub; others any hub while its backlog holds their frame."""
+        """Live viewers join the live hub; others any hub while its backlog holds their
+        frame, or while it is at most AHEAD_FRAMES before it."""
         if start_frame is None:
             return self.live and not self.ended
         oldest = self._backlog[0].index if self._backlog else self.start_frame
-        return not self.ended and oldest <= start_frame <= self.next_index
+        return not self.ended and oldest <= start_frame <= self.next_index + AHEAD_FRAMES
 
     def join(
         self, fmt: Format, start_frame: int | None, queue_frames: int = QUEUE_FRAMES

@@ -57,12 +57,35 @@ async def test_live_viewers_of_a_match_share_one_decoder(
 
 
 async def test_a_start_frame_outside_the_backlog_gets_its_own_decoder(
-    soccer: soccer_pb2_grpc.SoccerAsyncStub,
+    soccer: soccer_pb2_grpc.SoccerAsyncStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The test videos are a second long: a frame far enough ahead is none at all.
+    monkeypatch.setattr(hub_module, "AHEAD_FRAMES", 0)
     first = soccer.Watch(soccer_pb2.Match(id="small", start_frame=0, max_frames=3), timeout=30)
     other = soccer.Watch(soccer_pb2.Match(id="small", start_frame=20, max_frames=3), timeout=30)
     assert [v.frame_index async for v in other] == [20, 21, 22]
     assert [v.frame_index async for v in first] == [0, 1, 2]
+    await eventually(no_captures)
+
+
+async def test_a_start_frame_a_little_ahead_of_a_hub_joins_it_and_starts_there(
+    videos: Path,
+) -> None:
+    """Viewers resuming on a new replica, each from its own next frame: one decoder."""
+    decoders = Budget.of("decoders", 1, "DECODERS", 1)
+    hubs = Hubs(decoders)
+    fmt = (soccer_pb2.JPEG, 80)
+    first_hub, first = hubs.watch(videos / "small.mp4", fmt, 0, client="a")
+    second_hub, second = hubs.watch(videos / "small.mp4", fmt, 20, client="a")
+    assert second_hub is first_hub and decoders.total.in_use == 1
+    assert soccer_pb2.Video.FromString(await first.next() or b"").frame_index == 0
+    indexes = [
+        soccer_pb2.Video.FromString(await second.next() or b"").frame_index for _ in range(3)
+    ]
+    assert indexes == [20, 21, 22]
+    hubs.leave(second_hub, second)
+    hubs.leave(first_hub, first)
+    assert decoders.total.in_use == 0
     await eventually(no_captures)
 
 
