@@ -3,6 +3,7 @@ x-forwarded-client-cert only from the edge's identity, and then authorizes and l
 client it names; from any other peer the header is ignored. Real servers on loopback, over
 mutual TLS, with the edge's certificate from the test PKI standing in for the edge."""
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -150,3 +151,38 @@ async def test_soccer_charges_a_forwarded_viewer_to_its_own_client(
         assert isinstance(frame, soccer_pb2.Video) and frame.frame_index == 0
         assert set(soccer.hubs.decoders.per_client.in_use) == {"client"}
         call.cancel()
+
+
+async def test_health_asked_through_the_edge_of_a_draining_replica_is_sent_elsewhere(
+    pki: Path, connect: Connect
+) -> None:
+    """A draining replica tells the edge's own check NOT_SERVING, but a check forwarded
+    through the edge asks about the service, which other replicas still serve: UNAVAILABLE,
+    which the edge retries elsewhere, and a forwarded watch ends so that it is asked again."""
+    settings = dataclasses.replace(
+        server_settings(pki, "movie"), forwarded_client_cert_from="edge", drain=3.0, grace=3.0
+    )
+    server = Server(settings, [Movies(MovieSettings(DEFAULT_CATALOGUE, 0))])
+    await server.start()
+    edge = connect(server.port, client_tls(pki, identity="edge"), watch_health=False)
+    health = health_pb2_grpc.HealthStub(edge)
+    request = health_pb2.HealthCheckRequest(service="Movie")
+    forwarded = ((XFCC, CLIENT),)
+    watch = health.Watch(request, metadata=forwarded, timeout=30)
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.ensure_future(server.stop())
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while True:
+                await watch.read()
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        answer = await health.Check(request, timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        for again in (health.Check(request, metadata=forwarded, timeout=10),
+                      health.Watch(request, metadata=forwarded, timeout=10).read()):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await again
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "ask again through the edge" in str(refused.value.details())
+    finally:
+        await stopping

@@ -46,7 +46,7 @@ from grpckit.calls.authz import Authorization, Peer
 from grpckit.calls.budgets import CallBudgets
 from grpckit.calls.callers import Callers
 from grpckit.calls.guards import Guard
-from grpckit.calls.in_flight import HEALTH_WATCH, InFlight
+from grpckit.calls.in_flight import HEALTH_CHECK, HEALTH_WATCH, InFlight
 from grpckit.calls.served_by import served_by
 from grpckit.config import AccessLog
 from grpckit.telemetry import metrics, tracing
@@ -107,9 +107,10 @@ class Calls:
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            behaviour = self._awaited(
-                method, handler.unary_unary, one_request, guarded, guard, stream=False
-            )
+            unary = handler.unary_unary
+            if method == HEALTH_CHECK:
+                unary = self.in_flight.checked(unary)
+            behaviour = self._awaited(method, unary, one_request, guarded, guard, stream=False)
             return grpc.unary_unary_rpc_method_handler(behaviour, **kwargs)
         if handler.stream_unary:
             behaviour = self._awaited(

@@ -164,7 +164,9 @@ class Server:
 
         1. NOT_SERVING, pushed at once to every health watcher: clients that check health
            (our channels do, see grpckit/transport/options.py) stop picking this server; every
-           service's `stop` is called.
+           service's `stop` is called. Health asked through the edge is about the service
+           behind it, not this replica: it gets UNAVAILABLE (the edge asks another) and its
+           watches end (grpckit/calls/in_flight.py).
         2. Keep serving for the drain time, so calls already on their way are served.
         3. End the health watches (they never end by themselves and would hold the grace
            period open), refuse new calls, and give in-flight ones `grace` seconds.
@@ -177,6 +179,7 @@ class Server:
         await asyncio.shield(self._stopped)
 
     async def _stop(self, grace: float | None) -> None:
+        self._calls.in_flight.drain()
         await self.health.enter_graceful_shutdown()
         grace = self.settings.grace if grace is None else grace
         drain = min(self.settings.drain, grace)
