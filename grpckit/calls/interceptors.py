@@ -147,6 +147,22 @@ class Calls:
         """The context a stream's handler that writes (`context.write`) gets."""
         return cast(Context, _HeadersWithFirstWrite(context, self._served_by))
 
+    def admit(
+        self,
+        request: Any,
+        context: Context,
+        caller: Peer,
+        guard: Guard | None,
+        options: dict[str, bool],
+    ) -> tuple[Any, str | None, decoding.Refusal | None]:
+        """`prepare`, then the guard's authorization and budgets: the request, what the
+        guard took (to give back however the call ends), and the refusal, if any."""
+        request, refused = self.prepare(request, context, **options)
+        if refused is not None or guard is None:
+            return request, None, refused
+        taken, refused = guard.admit(context, caller)
+        return request, taken, refused
+
     async def start(self, context: Context) -> None:
         """A stream's initial metadata, so that its client knows its server from the first
         message on."""
@@ -191,10 +207,7 @@ class Calls:
 
         async def guarded_call(request: Any, context: Context) -> Any:
             with _Observed(calls, method, context) as caller:
-                request, refused = calls.prepare(request, context, **options)
-                if refused is not None:
-                    await context.abort(*refused)
-                taken, refused = guard.admit(context, caller)
+                request, taken, refused = calls.admit(request, context, caller, guard, options)
                 if refused is not None:
                     await context.abort(*refused)
                 try:
@@ -218,14 +231,9 @@ class Calls:
 
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
             with _Observed(calls, method, context) as caller:
-                request, refused = calls.prepare(request, context, **options)
+                request, taken, refused = calls.admit(request, context, caller, guard, options)
                 if refused is not None:
                     await context.abort(*refused)
-                taken = None
-                if guard is not None:
-                    taken, refused = guard.admit(context, caller)
-                    if refused is not None:
-                        await context.abort(*refused)
                 try:
                     responses = behaviour(request, context)
                     async for response in responses:
