@@ -125,8 +125,10 @@ def system_look_up(target: str) -> "Callable[[], frozenset[str]] | None":
 
 # How often a RenewingChannel looks at its files (three stats).
 CHECK_SECONDS = 1.0
-# Retired channels kept open for calls still on them; the oldest is closed past this many
-# (a renewal comes at half a lifetime, so it has had at least one lifetime to finish).
+# Retired channels kept open for calls still on them; the oldest is closed past this many.
+# A renewal comes at half a lifetime, but an added address retires a channel too: a rollout
+# of three replicas retires three in a minute, and a long stream on the oldest then gets
+# RETIRED_GRACE to finish before it is cut (a viewer resumes from its next frame).
 KEEP_RETIRED = 2
 # What a retired channel's calls get to finish when it is closed.
 RETIRED_GRACE = 30.0
