@@ -204,7 +204,7 @@ def refused_rollout(service: str, override: Path, within: float = 120) -> dict[s
         loading.wait_for('{"at"', 60)
         environment = {
             **_environment(),
-            "COMPOSE_FILE": f"docker-compose.yml:{override}",
+            "COMPOSE_FILE": f"{os.environ.get('COMPOSE_FILE', 'docker-compose.yml')}:{override}",
             "ROLLOUT_NO_BUILD": "1",
             "ROLLOUT_TIMEOUT": "60",
         }
