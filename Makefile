@@ -199,18 +199,11 @@ rollout: ## replace SERVICE's replicas one at a time (cheese, movie, soccer; the
 	@[[ -n "$(SERVICE)" ]] || { echo "usage: make rollout SERVICE=cheese|movie|soccer|edge" >&2; exit 2; }
 	scripts/rollout.sh $(SERVICE)
 
-# A second client identity for stack suites whose clients must not share `client`'s budgets:
-# `viewer`, minted by the tests (tests/viewer_identity.py), which the run's policies (a scratch
-# folder) allow next to `client`; tests/viewer-identity.yml points the servers at them.
-with-viewer = scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; chmod 755 "$$scratch"; \
-	$(BIN)/python -m tests.viewer_identity "$$scratch"; \
-	VIEWER_AUTHZ_DIR="$$scratch" COMPOSE_FILE=docker-compose.yml:tests/viewer-identity.yml
-
-# Not in make test: each service rolled out at 1 and 3 replicas under load (about 35 minutes).
-# The page is `viewer`, beside the load and the command-line viewers, which are `client`.
+# Not in make test: each service rolled out at 1 and 3 replicas under load (about 12 minutes).
+# tests/rollout/compose.yml sizes soccer's decoders to the test's viewers.
 .PHONY: rollout-test
 rollout-test: venv base-image browser ## rollouts under load, the viewers' frames and a refused rollout (prints figures)
-	$(with-viewer) scripts/stack-test.sh -m rollout tests/rollout -s
+	COMPOSE_FILE=docker-compose.yml:tests/rollout/compose.yml scripts/stack-test.sh -m rollout tests/rollout -s
 
 # Faults under load on the stack; the movie catalogue is a scratch copy the test replaces.
 .PHONY: chaos
@@ -227,7 +220,12 @@ faults: venv base-image ## frozen, blackholed and slow replicas under the client
 	scripts/stack-test.sh -m faults tests/faults -s
 
 # Floods of stalled streams and connections while legitimate clients keep going (issue 12).
-# The legitimate clients are `viewer` (with-viewer, above); the floods are `client`.
+# The legitimate clients have an identity of their own, `viewer`, which the run's policies
+# (tests/stress/policies.py, a scratch folder) allow next to `client`; tests/stress/compose.yml
+# points the servers at them.
 .PHONY: stress
 stress: venv base-image ## hostile floods with a legitimate viewer and caller alongside (prints figures)
-	$(with-viewer) scripts/stack-test.sh -m stress tests/stress -s
+	scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; chmod 755 "$$scratch"; \
+	$(BIN)/python -m tests.stress.policies "$$scratch"; \
+	STRESS_AUTHZ_DIR="$$scratch" COMPOSE_FILE=docker-compose.yml:tests/stress/compose.yml \
+		scripts/stack-test.sh -m stress tests/stress -s

@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.e2e.test_compose import MARTIAN, compose
+from tests.e2e.test_edge import CERTS
 from tests.e2e.test_observability import ARTIFACTS, CHROMIUM
 from tests.e2e.test_replicas import replicas
 from tests.rollout.harness import at_scale
 from tests.rollout.viewer import VIEWER, page_figures, viewer_context
-from tests.stack_certs import HOST_TLS
 
 pytestmark = pytest.mark.e2e
 
@@ -120,7 +120,7 @@ def green_share(page: Any) -> float:
 
 
 def test_the_viewer_plays_the_match_lists_movies_and_orders_a_cheese(browser: Any) -> None:
-    context = viewer_context(browser, HOST_TLS, viewport={"width": 1400, "height": 1000})
+    context = viewer_context(browser, CERTS, viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -182,7 +182,7 @@ def test_the_viewer_resumes_from_the_next_frame_when_its_stream_breaks(
     """The page's replica stopped mid-match (it drains: the stream ends UNAVAILABLE through
     the edge): the page calls again from the next frame, on the other replica, and shows
     every frame of the demo once (viewer/src/main.js)."""
-    context = viewer_context(browser, HOST_TLS)
+    context = viewer_context(browser, CERTS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -176,7 +176,11 @@ def run_case(
         assert upgrade.returncode == 0, f"{command}: {upgrade.stdout}\n{upgrade.stderr}"
         # The upgrade must have happened while the clients were still at it.
         for name, running in clients.items():
-            assert running.process.poll() is None, f"{name} ended before the upgrade did"
+            if running.process.poll() is not None:
+                code, out, err = running.finish(5)
+                raise AssertionError(
+                    f"{name} ended before the upgrade did ({code}): {out[-1500:]}\n{err[-1500:]}"
+                )
         for name, running in clients.items():
             case.figures[name] = running.summary(within=300)
         if page_figures is not None:

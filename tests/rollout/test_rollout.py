@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from grpckit.client.channel import ClientTls
 from tests.conftest import ROOT
 from tests.e2e.test_browsers import browser  # noqa: F401  (the fixture)
+from tests.e2e.test_edge import CERTS
 from tests.e2e.test_observability import ARTIFACTS
 from tests.rollout.harness import Case, at_scale, refused_rollout, run_case
 from tests.rollout.viewer import viewer_page
-from tests.viewer_identity import IDENTITY, mint_identity
 
 pytestmark = pytest.mark.rollout
 
@@ -40,14 +39,6 @@ def match() -> Iterator[str]:
     demo_video.generate(path, seconds=MATCH_SECONDS, fps=30, width=640, height=360)
     yield MATCH
     path.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="module")
-def page_tls(tmp_path_factory: pytest.TempPathFactory) -> ClientTls:
-    """The page is another user: beside the load and the two command-line viewers, all
-    `client`, it would be a third decoder of one identity on a replica, which
-    SOCCER_MAX_DECODERS_PER_CLIENT (2) refuses, as designed."""
-    return mint_identity(tmp_path_factory.mktemp("page-pki"), IDENTITY)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -99,12 +90,11 @@ def test_an_upgrade_under_load(
     how: str,
     match: str,
     browser: Any,  # noqa: F811
-    page_tls: ClientTls,
 ) -> None:
     viewers = service == "soccer"
     page: Callable[[], Callable[[], dict[str, Any]]] | None = None
     if viewers:
-        page = viewer_page(browser, match, page_tls)
+        page = viewer_page(browser, match, CERTS)
     case = run_case(
         Case(service, count, how),
         load_seconds=MATCH_SECONDS - 10 if viewers else load_seconds(count),
@@ -122,17 +112,12 @@ def test_an_upgrade_under_load(
 
 
 @pytest.mark.parametrize("how", ["recreate", "rollout"])
-def test_the_edge_replaced_under_load(
-    how: str,
-    match: str,
-    browser: Any,  # noqa: F811
-    page_tls: ClientTls,
-) -> None:
+def test_the_edge_replaced_under_load(how: str, match: str, browser: Any) -> None:  # noqa: F811
     """The edge holds the published ports, so it goes stop-first (both ways): what the
     rollout adds is Envoy's drain first. Clients on the network never pass it and must lose
     nothing; host clients see a gap of a few seconds, which the viewers resume across (every
     frame) and which unary calls at a 1 s deadline do not outlast (figures only)."""
-    page = viewer_page(browser, match, page_tls)
+    page = viewer_page(browser, match, CERTS)
     case = run_case(Case("edge", 1, how), load_seconds=30, match=match, page=page)
     FIGURES.append({"service": "edge", "replicas": 1, "how": how, **case.figures})
     assert_no_failed_call(case.figures, "network")

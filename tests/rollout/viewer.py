@@ -4,9 +4,9 @@ resumed, the longest gap between two frames)."""
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from grpckit.client.channel import ClientTls
 from tests.e2e.test_edge import HTTPS
 
 VIEWER = f"https://{HTTPS[0]}:{HTTPS[1]}"
@@ -14,14 +14,14 @@ VIEWER = f"https://{HTTPS[0]}:{HTTPS[1]}"
 Figures = Callable[[], dict[str, Any]]
 
 
-def viewer_context(browser: Any, tls: ClientTls, **options: Any) -> Any:
-    """A browser context that shows `tls`'s client certificate to the page and its calls, as
+def viewer_context(browser: Any, certs: Path, **options: Any) -> Any:
+    """A browser context that shows the client certificate to the page and its calls, as
     curl does, and accepts the development CA, which is not the browser's."""
     return browser.new_context(
         client_certificates=[{
             "origin": VIEWER,
-            "certPath": str(tls.cert),
-            "keyPath": str(tls.key),
+            "certPath": str(certs / "client.crt"),
+            "keyPath": str(certs / "client.key"),
         }],
         ignore_https_errors=True,
         **options,
@@ -44,13 +44,13 @@ def page_figures(page: Any) -> dict[str, Any]:
     }
 
 
-def viewer_page(browser: Any, match: str, tls: ClientTls) -> Callable[[], Figures]:
+def viewer_page(browser: Any, match: str, certs: Path) -> Callable[[], Figures]:
     """A callable that opens the page, plays `match` until its first frames show and
     returns another that waits for the match's end (at most 3 minutes) and gives the
     page's figures."""
 
     def start() -> Figures:
-        context = viewer_context(browser, tls)
+        context = viewer_context(browser, certs)
         page = context.new_page()
         page.goto(f"{VIEWER}/viewer/", wait_until="load")
         page.locator("#match").fill(match)

@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from grpckit.transport.tls import channel_credentials
 from tests.chaos.conftest import target
 from tests.conftest import ROOT
 from tests.e2e.test_compose import compose
-from tests.viewer_identity import IDENTITY, mint_identity
 
 SERVERS = ("cheese", "movie", "soccer")
 # Watched for peaks too (its limit comes from them), never held to a baseline.
@@ -139,6 +139,30 @@ class MemoryWatch:
         self._thread.join(timeout=60)
 
 
+def mint_identity(directory: Path, name: str) -> ClientTls:
+    """A client certificate for `name` (CN and DNS SAN), signed by the stack's CA with the
+    same extensions as certs/gen-certs.sh gives `client`."""
+    key, csr, crt, ext = (directory / f"{name}.{x}" for x in ("key", "csr", "crt", "ext"))
+    ext.write_text(
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature\n"
+        "extendedKeyUsage = clientAuth\n"
+        f"subjectAltName = DNS:{name}\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid\n"
+    )
+    ca = ROOT / "certs"
+    for command in (
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
+        ["openssl", "req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca / "ca.crt", "-CAkey", ca / "ca.key",
+         "-days", "2", "-sha256", "-set_serial", str(int(time.time() * 1000)), "-extfile", ext,
+         "-out", crt],
+    ):  # fmt: skip
+        subprocess.run([str(part) for part in command], check=True, capture_output=True)
+    return ClientTls(ca / "ca.crt", crt, key)
+
+
 # The floods run in this process, on the same 2-core host as the stack and the legitimate
 # clients. A real attacker's CPU is not the stack's: the flood yields the host's CPU to
 # everything else, so what is measured is what the stack does with the flood, not the
@@ -165,7 +189,7 @@ def normal_priority() -> None:
 def viewer_tls(tmp_path_factory: pytest.TempPathFactory) -> ClientTls:
     """The legitimate clients' own identity, so that per-identity budgets spent by the floods
     (identity `client`) are not theirs."""
-    return mint_identity(tmp_path_factory.mktemp("viewer-pki"), IDENTITY)
+    return mint_identity(tmp_path_factory.mktemp("viewer-pki"), "viewer")
 
 
 def own_channel(service: str, tls: ClientTls = FLOOD_TLS) -> grpc.aio.Channel:
