@@ -374,8 +374,10 @@ class _Stream:
 
     @property
     def complete(self) -> bool:
-        """The viewer got the max_frames it asked for: the stream ends OK, even in shutdown."""
-        return self.sent == self._max_frames
+        """The viewer got the max_frames it asked for: the stream ends OK, even in shutdown.
+        Never for a viewer that asked for no bound (0): a stream of it that ends before its
+        first frame is not a match that ended."""
+        return 0 < self._max_frames <= self.sent
 
 
 PROGRAM = Program(

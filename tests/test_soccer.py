@@ -178,6 +178,26 @@ async def test_shutdown_ends_a_live_watch_with_a_resume_point(
     assert f"start_frame={received[-1] + 1}" in (error.value.details() or "")
 
 
+@pytest.mark.parametrize("start_frame", [None, 5])
+async def test_a_watch_that_reaches_a_stopping_replica_gets_a_resume_point_not_an_end(
+    pki: Path, videos: Path, connect: Connect, start_frame: int | None
+) -> None:
+    """A viewer resuming during a rollout can reach the old replica after it began to stop
+    (the edge and DNS learn of the drain a moment later): before its first frame, its stream
+    must end UNAVAILABLE with where to resume, never OK with no frames, which a viewer takes
+    for the match's end."""
+    service = Soccer(SoccerSettings(videos))
+    async with serving(pki, "soccer", service) as server:
+        stub = soccer_pb2_grpc.SoccerStub(connect(server.port, client_tls(pki)))
+        await service.stop()
+        request = soccer_pb2.Match(id="small", start_frame=start_frame, encoding=soccer_pb2.JPEG)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async for _ in stub.Watch(request, timeout=30):
+                pytest.fail("a frame from a replica that is stopping")
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value
+    assert f"start_frame={start_frame or 0}" in (error.value.details() or "")
+
+
 async def test_a_missing_videos_folder_fails_start_up(tmp_path: Path, pki: Path) -> None:
     missing = tmp_path / "no-videos"
     cause = await cause_of_failed_start(pki, "soccer", "--videos-dir", str(missing))

@@ -20,7 +20,7 @@ from tests.e2e.test_edge import CERTS
 from tests.e2e.test_observability import ARTIFACTS, CHROMIUM
 from tests.e2e.test_replicas import replicas
 from tests.rollout.harness import at_scale
-from tests.rollout.viewer import VIEWER, page_figures, viewer_context
+from tests.rollout.viewer import VIEWER, open_page, page_figures, viewer_context
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +187,7 @@ def test_the_viewer_resumes_from_the_next_frame_when_its_stream_breaks(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        page.goto(f"{VIEWER}/viewer/", wait_until="load")
+        open_page(page)
         eventually(lambda: True if page_figures(page)["frame"] >= 60 else None, 30, "frame 60")
         first = page.locator("#replica").inner_text()
         containers = replicas("soccer")

@@ -44,6 +44,20 @@ def page_figures(page: Any) -> dict[str, Any]:
     }
 
 
+def open_page(page: Any, attempts: int = 3) -> None:
+    """The page, loaded. Chromium aborts a navigation with ERR_NETWORK_CHANGED when the
+    host's interfaces change under it, as they do each time a container starts (the test's
+    clients on the compose network are containers): that is the host's, not the edge's, so
+    the page is loaded again, a bounded number of times."""
+    for attempt in range(attempts):
+        try:
+            page.goto(f"{VIEWER}/viewer/", wait_until="load")
+            return
+        except Exception as error:
+            if "ERR_NETWORK_CHANGED" not in str(error) or attempt == attempts - 1:
+                raise
+
+
 def viewer_page(browser: Any, match: str, certs: Path) -> Callable[[], Figures]:
     """A callable that opens the page, plays `match` until its first frames show and
     returns another that waits for the match's end (at most 3 minutes) and gives the
@@ -52,7 +66,7 @@ def viewer_page(browser: Any, match: str, certs: Path) -> Callable[[], Figures]:
     def start() -> Figures:
         context = viewer_context(browser, certs)
         page = context.new_page()
-        page.goto(f"{VIEWER}/viewer/", wait_until="load")
+        open_page(page)
         page.locator("#match").fill(match)
         page.locator("#play").click()
         status = page.locator("#status")
