@@ -199,7 +199,7 @@ rollout: ## replace SERVICE's replicas one at a time (cheese, movie, soccer; the
 	@[[ -n "$(SERVICE)" ]] || { echo "usage: make rollout SERVICE=cheese|movie|soccer|edge" >&2; exit 2; }
 	scripts/rollout.sh $(SERVICE)
 
-# Not in make test: each service rolled out at 1 and 3 replicas under load (about 12 minutes).
+# Not in make test: each service rolled out at 1 and 3 replicas under load (about 17 minutes).
 # tests/rollout/compose.yml sizes soccer's decoders to the test's viewers.
 .PHONY: rollout-test
 rollout-test: venv base-image browser ## rollouts under load, the viewers' frames and a refused rollout (prints figures)
