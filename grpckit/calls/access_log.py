@@ -80,7 +80,8 @@ class AccessLogger:
         output = None if code is grpc.StatusCode.UNKNOWN else logs.direct(log)
         if output is not None:
             handler, formatter = output
-            handler.add_line(_line(formatter, method, entry, code, duration_ms, trace_id))
+            arguments = (formatter, method, entry, code, duration_ms, trace_id, time.time())
+            handler.add_deferred(_line, arguments)
             return
         fields: dict[str, Any] = {
             "method": method,
@@ -108,11 +109,13 @@ def _line(
     code: grpc.StatusCode,
     duration_ms: float,
     trace_id: str | None,
+    created: float,
 ) -> str:
-    """The call's line as `formatter.line` writes it from the same fields, in JSON text made
-    here (tests/test_runtime.py holds the two to the same output)."""
+    """The call's line, ended at `created`, as `formatter.line` writes it from the same
+    fields, in JSON text made here (tests/test_access_line.py holds the two to the same
+    output). Made by the log's batch, perhaps in its writer thread."""
     client = "null" if entry.client is None else _json(entry.client)
-    opening = formatter.opening(time.time(), "INFO", log.name, os.getpid(), "call")
+    opening = formatter.opening(created, "INFO", log.name, os.getpid(), "call")
     text = (
         f'{opening}, "method": {_json(method)}, "peer": {_json(entry.peer)}, '
         f'"client": {client}, "code": "{code.name}", "duration_ms": {duration_ms!r}'
