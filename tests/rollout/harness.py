@@ -57,9 +57,16 @@ class Running:
         lines = self.out if stream == "out" else self.err
         deadline = time.monotonic() + within
         while not any(line.startswith(prefix) for line in list(lines)):
-            assert self.process.poll() is None, f"{self.command} ended first: {self.finish(5)}"
+            self.still_running(f"{self.command} ended before {prefix!r}")
             assert time.monotonic() < deadline, f"{self.command}: no {prefix!r} in {within:g} s"
             time.sleep(0.1)
+
+    def still_running(self, what: str) -> None:
+        """Fails, saying `what` with the command's exit code and its last output, once the
+        command has ended."""
+        if self.process.poll() is not None:
+            code, out, err = self.finish(5)
+            raise AssertionError(f"{what} ({code}): {out[-1500:]}\n{err[-1500:]}")
 
     def finish(self, within: float) -> tuple[int, str, str]:
         returncode = self.process.wait(timeout=within)
@@ -176,11 +183,7 @@ def run_case(
         assert upgrade.returncode == 0, f"{command}: {upgrade.stdout}\n{upgrade.stderr}"
         # The upgrade must have happened while the clients were still at it.
         for name, running in clients.items():
-            if running.process.poll() is not None:
-                code, out, err = running.finish(5)
-                raise AssertionError(
-                    f"{name} ended before the upgrade did ({code}): {out[-1500:]}\n{err[-1500:]}"
-                )
+            running.still_running(f"{name} ended before the upgrade did")
         for name, running in clients.items():
             case.figures[name] = running.summary(within=300)
         if page_figures is not None:
