@@ -182,12 +182,14 @@ class Subject:
                 and report["p99_lag_ms"] < MAX_LAG_MS
                 and report["max_first_frame_ms"] <= window / 2 * 1000
             )
+            first_error = report.get("first_error", "")[:160]
             log(
                 f"fanout {encoding} {self.server.label} viewers={n}: "
                 f"{'ok' if report['ok'] else 'FAIL'} min_fps={report['min_fps']:.1f} "
                 f"p99_lag={report['p99_lag_ms']:.0f}ms first={report['max_first_frame_ms']:.0f}ms "
                 f"errors={report['errors']} client_cpu={report['client_cpu']:.2f}"
                 + (" CRASHED" if report.get("crashed") else "")
+                + (f" first_error={first_error!r}" if first_error else "")
             )
             return report
 
