@@ -46,12 +46,14 @@ class Server:
                 + f"\n{tail(self.log)}"
             )
 
-    def cpu_seconds(self) -> float:
-        """The CPU time the server has used so far, user and system."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        # utime and stime: the 14th and 15th fields, the 12th and 13th after the name.
-        fields = stat.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self, *, workers: bool = False) -> float:
+        """The CPU time the server has used so far, user and system; with `workers`, its
+        worker processes' too (WORKERS forks them, and waits for them only at exit)."""
+        pids = [self.process.pid]
+        if workers:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            pids += [int(pid) for pid in children.read_text().split()]
+        return sum(_cpu_seconds(pid) for pid in pids)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -67,6 +69,13 @@ class Server:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # utime and stime: the 14th and 15th fields, the 12th and 13th after the name.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tail(log: Path, lines: int = 15) -> str:

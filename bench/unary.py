@@ -27,13 +27,15 @@ errors of the connection closing at the very end are not held against the server
 
 import dataclasses
 import json
+import resource
 import subprocess
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 from bench import tools
-from bench.figures import Figure, compare, paired
+from bench.figures import Figure, compare, median, paired
 from bench.servers import Server, floor, launch, ours, rounds, seed
 from bench.workspace import CATALOGUE_SIZE, ROOT, Workspace, free_port
 
@@ -100,7 +102,8 @@ def _per_machine(ws: Workspace, seconds: float) -> list[Figure]:
     """cheese `Order` at c=50 on the whole machine, nothing pinned: ours with WORKERS=2 (one
     process a core, SO_REUSEPORT) against ours with one worker and against the seed's one
     process. ghz opens 8 connections, which the kernel spreads over the workers, and shares
-    the CPUs with them, as a client on the same machine would."""
+    the CPUs with them, as a client on the same machine would: what each run's server and
+    ghz took of the machine, in cores, is in the figures' detail."""
     label, concurrency = "cheese.Order", 50
     with ExitStack() as stack:
         servers: dict[str, Server] = {
@@ -115,26 +118,51 @@ def _per_machine(ws: Workspace, seconds: float) -> list[Figure]:
         }  # fmt: skip
         method, data = CALLS[label]
 
-        def machine(server: Server, duration: float) -> Result:
-            return ghz(server.address, "cheese", method, data, concurrency, duration, ws,
-                       ws.client_tls(), connections=8, cpu="machine")  # fmt: skip
+        def machine(server: Server, duration: float) -> tuple[Result, dict[str, float]]:
+            """One run, and the cores its server and ghz used over it."""
+            server_before, ghz_before = server.cpu_seconds(workers=True), _children_cpu()
+            started = time.monotonic()
+            result = ghz(server.address, "cheese", method, data, concurrency, duration, ws,
+                         ws.client_tls(), connections=8, cpu="machine")  # fmt: skip
+            wall = time.monotonic() - started
+            return result, {
+                "server_cores": round((server.cpu_seconds(workers=True) - server_before) / wall, 2),
+                "ghz_cores": round((_children_cpu() - ghz_before) / wall, 2),
+            }
 
         for server in servers.values():
             machine(server, 0.5)
         qps: dict[str, list[float]] = {kind: [] for kind in servers}
+        cores: dict[str, list[dict[str, float]]] = {kind: [] for kind in servers}
         for kind, server in rounds(f"unary {label} c=50 per machine", servers, ws.reps):
-            qps[kind].append(machine(server, seconds).qps)
+            result, used = machine(server, seconds)
+            qps[kind].append(result.qps)
+            cores[kind].append(used)
     prefix = f"unary.{label}.c{concurrency}.per_machine"
+    taken = ", ".join(
+        f"{kind} {median(r['server_cores'] for r in runs) or 0:.2f} + "
+        f"{median(r['ghz_cores'] for r in runs) or 0:.2f}"
+        for kind, runs in cores.items()
+    )
+    note = f"cores used, server + ghz (medians): {taken}"
     two_one, one, ratios_one = paired(qps["two"], qps["one"])
     two_seed, seed_qps, ratios_seed = paired(qps["two"], qps["seed"])
     return [
         Figure("unary", f"{prefix}.vs_one_worker", "calls/s", two_one, one,
                baseline_label="ours, 1 worker (paired)", min_ratio=1.8, runs=qps["two"],
-               baseline_runs=qps["one"], detail={"pair_ratios": ratios_one}),
+               baseline_runs=qps["one"], note=note,
+               detail={"pair_ratios": ratios_one, "cores": cores}),
         Figure("unary", f"{prefix}.vs_seed", "calls/s", two_seed, seed_qps,
                baseline_label="seed, 1 process (paired)", min_ratio=1.5, runs=qps["two"],
-               baseline_runs=qps["seed"], detail={"pair_ratios": ratios_seed}),
+               baseline_runs=qps["seed"], note=note,
+               detail={"pair_ratios": ratios_seed, "cores": cores}),
     ]  # fmt: skip
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have ended: ghz's, once it has run."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _order(rep: int) -> tuple[str, ...]:
