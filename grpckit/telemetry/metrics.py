@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from grpckit.telemetry import grpc_export
 from grpckit.telemetry.resource import process_resource
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -108,6 +109,7 @@ def install(service: str, replica: str, *, grpc_plugin: bool) -> bool:
     if not grpc_plugin:
         return True
     _observability.StatsData = _StatsData
+    grpc_export.install()
     gc.disable()
     plugin = OpenTelemetryPlugin(meter_provider=provider, generic_method_attribute_filter=_served)
     # grpcio-observability's export thread is not a daemon (a TODO in its source), so it
