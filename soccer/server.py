@@ -160,6 +160,8 @@ class Soccer(Service):
     async def start(self, tasks: BackgroundTasks) -> None:
         if not self._videos_dir.is_dir():
             raise StartupError(f"videos folder missing: {self._videos_dir}")
+        # Resolved once: a match's file is then found with one system call (video.resolve).
+        self._videos_dir = self._videos_dir.resolve()
 
     async def stop(self) -> None:
         self._stopping.set()

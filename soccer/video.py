@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -63,18 +64,29 @@ class VideoUnreadableError(OSError):
     pass
 
 
-def resolve(videos_dir: Path, match_id: str) -> Path:
-    """The video file for `match_id`, never a path outside `videos_dir`."""
+def resolve(root: Path, match_id: str) -> Path:
+    """The video file for `match_id` in `root`, the videos directory resolved (no symlink in
+    it), never a path outside it.
+
+    Every Watch asks, refused ones too, so the usual case is one system call: the pattern
+    keeps '/' and '..' out, so only the file itself can be a symlink, and only then is the
+    path resolved (36 us a call when every component was, the root included)."""
     if not MATCH_ID.fullmatch(match_id):
         raise InvalidMatchIdError(
             f"match id must be 1-64 letters, digits, '-' or '_', got {match_id[:80]!r}"
         )
-    root = videos_dir.resolve()
-    path = (root / f"{match_id}.mp4").resolve()
-    # The pattern keeps '/' and '..' out; this catches symlinks that point elsewhere.
-    if not path.is_relative_to(root):
-        raise InvalidMatchIdError(f"match {match_id!r} points outside the videos directory")
-    if not path.is_file():
+    path = root / f"{match_id}.mp4"
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        raise MatchNotFoundError(f"no match {match_id!r}") from None
+    if stat.S_ISLNK(mode):
+        path = path.resolve()
+        if not path.is_relative_to(root):
+            raise InvalidMatchIdError(f"match {match_id!r} points outside the videos directory")
+        if not path.is_file():
+            raise MatchNotFoundError(f"no match {match_id!r}")
+    elif not stat.S_ISREG(mode):
         raise MatchNotFoundError(f"no match {match_id!r}")
     return path
 

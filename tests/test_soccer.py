@@ -19,7 +19,12 @@ from grpckit.lifecycle.server import Server
 from grpckit.transport.options import SERVER_KEEPALIVE_SECONDS
 from soccer import demo_video
 from soccer.server import Soccer, SoccerSettings
-from soccer.video import OpenCaptures
+from soccer.video import (
+    InvalidMatchIdError,
+    MatchNotFoundError,
+    OpenCaptures,
+    resolve,
+)
 from tests.conftest import (
     ROOT,
     Connect,
@@ -147,6 +152,25 @@ async def test_bad_matches_get_their_status_and_no_frame(
             received.append(video)
     assert error.value.code() == code, error.value.details()
     assert received == []
+
+
+def test_a_match_is_its_file_or_a_symlink_that_stays_in_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "videos"
+    (root / "takes").mkdir(parents=True)
+    (root / "takes" / "final.mp4").write_bytes(b"not decoded here")
+    (root / "plain.mp4").write_bytes(b"not decoded here")
+    (root / "linked.mp4").symlink_to(root / "takes" / "final.mp4")
+    (tmp_path / "outside.mp4").write_bytes(b"")
+    (root / "escape.mp4").symlink_to(tmp_path / "outside.mp4")
+    (root / "dangling.mp4").symlink_to(root / "gone.mp4")
+    (root / "folder.mp4").mkdir()
+    assert resolve(root, "plain") == root / "plain.mp4"
+    assert resolve(root, "linked") == root / "takes" / "final.mp4"
+    with pytest.raises(InvalidMatchIdError, match="outside the videos directory"):
+        resolve(root, "escape")
+    for missing in ("gone", "dangling", "folder"):
+        with pytest.raises(MatchNotFoundError, match=f"no match '{missing}'"):
+            resolve(root, missing)
 
 
 async def test_cancelling_a_watch_releases_the_capture(
