@@ -26,8 +26,8 @@ from soccer.video import (
     FrameReader,
     InvalidMatchIdError,
     MatchNotFoundError,
+    Probes,
     VideoUnreadableError,
-    probe,
     resolve,
     yield_to_real_time,
 )
@@ -132,6 +132,7 @@ class Soccer(Service):
 
     def __init__(self, settings: SoccerSettings) -> None:
         self._videos_dir = settings.videos_dir
+        self._probes = Probes()
         # Set once shutdown begins: streams then end with a resume point instead of being cut.
         self._stopping = asyncio.Event()
         rate = settings.decoder_starts_per_client
@@ -196,7 +197,7 @@ class Soccer(Service):
         if refused is not None:
             await _refuse(context, refused)
         try:
-            info = await asyncio.to_thread(probe, path)
+            info = await self._probes.info(path)
         except VideoUnreadableError as error:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
         if start and start >= info.frame_count:

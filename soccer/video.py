@@ -14,6 +14,7 @@ integer comparison more. The hubs' shared decodes and encodes serve many viewers
 are no one viewer's: they are in no trace.
 """
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -129,8 +130,32 @@ def _probe(path: Path, _stamp: tuple[int, int]) -> VideoInfo:
 
 def probe(path: Path) -> VideoInfo:
     """The video's properties, read once per version of the file (blocking: call off-loop)."""
-    stat = path.stat()
-    return _probe(path, (stat.st_mtime_ns, stat.st_size))
+    status = path.stat()
+    return _probe(path, (status.st_mtime_ns, status.st_size))
+
+
+class Probes:
+    """`probe`'s answers, reused on the event loop for `seconds`: a burst of viewers joining
+    a match then takes no thread hop each (the hop was a quarter of the Python a Watch's
+    start ran, 256 viewers joining at once); a file replaced meanwhile is seen within that
+    time."""
+
+    REMEMBERED = 256  # as many as `_probe` keeps
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self._seconds = seconds
+        self._recent: dict[Path, tuple[float, VideoInfo]] = {}
+
+    async def info(self, path: Path) -> VideoInfo:
+        now = time.monotonic()
+        recent = self._recent.get(path)
+        if recent is not None and now - recent[0] < self._seconds:
+            return recent[1]
+        info = await asyncio.to_thread(probe, path)
+        if len(self._recent) >= self.REMEMBERED:
+            self._recent.clear()
+        self._recent[path] = (now, info)
+        return info
 
 
 def open_capture(path: Path, start_frame: int) -> cv2.VideoCapture:

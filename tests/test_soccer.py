@@ -23,6 +23,7 @@ from soccer.video import (
     InvalidMatchIdError,
     MatchNotFoundError,
     OpenCaptures,
+    Probes,
     resolve,
 )
 from tests.conftest import (
@@ -171,6 +172,18 @@ def test_a_match_is_its_file_or_a_symlink_that_stays_in_the_folder(tmp_path: Pat
     for missing in ("gone", "dangling", "folder"):
         with pytest.raises(MatchNotFoundError, match=f"no match '{missing}'"):
             resolve(root, missing)
+
+
+async def test_a_probe_is_reused_for_its_time_and_a_replaced_video_seen_after(
+    tmp_path: Path,
+) -> None:
+    video = tmp_path / "match.mp4"
+    demo_video.generate(video, seconds=0.1, width=64, height=64)
+    reused, fresh = Probes(seconds=3600), Probes(seconds=0)
+    assert (await reused.info(video)).width == (await fresh.info(video)).width == 64
+    demo_video.generate(video, seconds=0.1, width=96, height=64)
+    assert (await reused.info(video)).width == 64
+    assert (await fresh.info(video)).width == 96
 
 
 async def test_cancelling_a_watch_releases_the_capture(
