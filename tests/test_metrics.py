@@ -68,7 +68,7 @@ async def test_grpc_call_metrics_on_the_maintenance_port(pki: Path, connect: Con
         # as one addition per counter (grpckit/telemetry/grpc_export.py).
         answers = await asyncio.gather(*(call(f"hi {n}", timeout=10) for n in range(3)))
         assert answers == ["hi 0", "hi 1", "hi 2"]
-        unknown = channel.unary_unary("/test.Echo/Unknown")
+        unknown = channel.unary_unary("/test.Echo/Unknown", None, None)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await unknown(b"", timeout=10)
         assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
