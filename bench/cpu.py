@@ -15,7 +15,6 @@ is always measured first in each round. Threads are summed by name (the event lo
 
 import argparse
 import collections
-import os
 import shutil
 import statistics
 import sys
@@ -25,12 +24,10 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.servers import Server, floor, launch, ours
+from bench.servers import Server, cpu_seconds_of, floor, launch, ours
 from bench.tools import run_viewers
 from bench.unary import CALLS, measure
 from bench.workspace import MATCH, Workspace
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def threads(server: Server) -> dict[str, float]:
@@ -40,11 +37,10 @@ def threads(server: Server) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            spent = cpu_seconds_of(task / "stat")
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        key = "loop" if task.name == str(pid) else f"{name}/{task.name}"
-        seconds[key] = (int(fields[11]) + int(fields[12])) / TICK
+        seconds["loop" if task.name == str(pid) else f"{name}/{task.name}"] = spent
     return seconds
 
 

@@ -53,7 +53,7 @@ class Server:
         if workers:
             children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
             pids += [int(pid) for pid in children.read_text().split()]
-        return sum(_cpu_seconds(pid) for pid in pids)
+        return sum(cpu_seconds_of(Path(f"/proc/{pid}/stat")) for pid in pids)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -71,8 +71,9 @@ class Server:
         self.stop()
 
 
-def _cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds_of(stat_file: Path) -> float:
+    """User and system CPU seconds in a /proc stat file (a process's or a thread's)."""
+    stat = stat_file.read_text()
     # utime and stime: the 14th and 15th fields, the 12th and 13th after the name.
     fields = stat.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
