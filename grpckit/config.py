@@ -18,6 +18,13 @@ class EventLoop(enum.StrEnum):
     ASYNCIO = "asyncio"
 
 
+class GrpcThreadPolicy(enum.StrEnum):
+    """Linux's scheduling policy for gRPC's own threads (grpckit/lifecycle/scheduling.py)."""
+
+    BATCH = "batch"
+    NORMAL = "normal"
+
+
 class LogLevel(enum.StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -136,6 +143,12 @@ class ServerSettings:
         "EVENT_LOOP",
         "uvloop is faster per message (see grpckit/lifecycle/loop.py); "
         "asyncio is the standard loop",
+    )
+    grpc_thread_policy: GrpcThreadPolicy = setting(
+        GrpcThreadPolicy.BATCH,
+        "GRPC_THREAD_POLICY",
+        "batch: gRPC's threads do not preempt the event loop when they wake, and hand it "
+        "completions in batches (see grpckit/lifecycle/scheduling.py); normal: Linux's default",
     )
     workers: int = setting(
         1,

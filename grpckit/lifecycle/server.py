@@ -19,7 +19,7 @@ from grpckit.calls.authz import Authorization, PolicyError
 from grpckit.calls.budgets import CallBudgets
 from grpckit.calls.interceptors import Calls, Registrar
 from grpckit.config import ServerSettings
-from grpckit.lifecycle import memory, reflection
+from grpckit.lifecycle import memory, reflection, scheduling
 from grpckit.lifecycle.maintenance import Maintenance
 from grpckit.lifecycle.service import BackgroundTasks, Service, StartupError
 from grpckit.telemetry import metrics
@@ -70,6 +70,7 @@ class Server:
         try:
             self._authorize()
             await self._listen()
+            self.tasks.spawn(scheduling.keep(self.settings.grpc_thread_policy))
             for service in self.services:
                 await service.start(self.tasks)
         except BaseException:
