@@ -37,7 +37,8 @@ from bench.seed_servers import (
     arguments,
     credentials,
 )
-from grpckit.lifecycle import memory
+from grpckit.config import GrpcThreadPolicy
+from grpckit.lifecycle import memory, scheduling
 from grpckit.telemetry import metrics
 
 # Generic only in grpc-stubs, so the alias must stay a string at run time.
@@ -178,6 +179,9 @@ async def serve(args: argparse.Namespace) -> None:
         f"{args.host}:{args.port}", credentials(Path(args.certs), args.service)
     )
     await server.start()
+    if args.grpc_threads_batch:
+        # As the runtime sets them by default (GRPC_THREAD_POLICY): what that alone is worth.
+        background.append(asyncio.create_task(scheduling.keep(GrpcThreadPolicy.BATCH)))
     announce(port, args.service, "floor")
     await server.wait_for_termination()
 
@@ -186,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = arguments("python -m bench.floor_servers", __doc__, ("cheese", "movie", "soccer"))
     parser.add_argument("--match", default="demo")
     parser.add_argument("--grpc-metrics", action="store_true", help="gRPC's metrics plugin on")
+    parser.add_argument(
+        "--grpc-threads-batch", action="store_true", help="gRPC's threads under SCHED_BATCH"
+    )
     uvloop.run(serve(parser.parse_args(argv)))
     return 0
 

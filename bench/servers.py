@@ -180,13 +180,18 @@ def seed(service: str, ws: Workspace, *, tls: bool = True, cpu: str = "server") 
     return launch(f"seed {service} {'mTLS' if tls else 'plaintext'}", argv, ws, tls, cpu=cpu)
 
 
-def floor(service: str, ws: Workspace, *, grpc_metrics: bool = False) -> Server:
+def floor(
+    service: str, ws: Workspace, *, grpc_metrics: bool = False, threads_batch: bool = False
+) -> Server:
     """grpcio alone: the limit no server of this design on grpcio can pass by much; with
-    `grpc_metrics`, gRPC's metrics plugin on."""
+    `grpc_metrics`, gRPC's metrics plugin on; with `threads_batch`, gRPC's threads under
+    SCHED_BATCH as the runtime sets them (grpckit/lifecycle/scheduling.py)."""
     argv = ["-m", "bench.floor_servers", "--service", service, "--port", "0", "--match", MATCH]
     argv += ["--certs", str(ws.pki), *_inputs(service, ws)]
     argv += ["--grpc-metrics"] if grpc_metrics else []
-    return launch(f"floor {service} mTLS{' gRPC metrics' if grpc_metrics else ''}", argv, ws)
+    argv += ["--grpc-threads-batch"] if threads_batch else []
+    label = f"floor {service} mTLS{' gRPC metrics' if grpc_metrics else ''}"
+    return launch(label + (" threads batch" if threads_batch else ""), argv, ws)
 
 
 def rounds(

@@ -12,7 +12,10 @@ than that, so its ratio to the seed is the ceiling of ours. Against it, the runt
 cost: ours with every default on but gRPC's metrics plugin (mutual TLS, authorization,
 budgets, access log, served-by, the services' metrics, traces at the default sampling
 exported to a collector, bench/otlp_sink.py), in calls per server CPU-second, back to back
-with the floor in each repeat (`runtime_vs_floor_per_cpu`). The plugin's share is
+with the floor in each repeat (`runtime_vs_floor_per_cpu`). The runtime puts gRPC's own
+threads under SCHED_BATCH (grpckit/lifecycle/scheduling.py), which grpc.aio alone can have
+too: `runtime_vs_batch_floor_per_cpu` is ours against the floor that does, so what the
+policy is worth and what the runtime's jobs cost read apart. The plugin's share is
 bench/observability.py's.
 
 The mTLS share pairs each repeat's mTLS run with the plaintext run right next to it (which
@@ -82,6 +85,7 @@ def run(ws: Workspace) -> list[Figure]:
                     "plain": stack.enter_context(ours(service, ws, tls=False)),
                     "seed": stack.enter_context(seed(service, ws)),
                     "floor": stack.enter_context(floor(service, ws)),
+                    "batch floor": stack.enter_context(floor(service, ws, threads_batch=True)),
                     "runtime": stack.enter_context(
                         ours(service, ws, label=f"ours {service} runtime", env=runtime)
                     ),
@@ -167,9 +171,10 @@ def _children_cpu() -> float:
 
 def _order(rep: int) -> tuple[str, ...]:
     """Ours (mTLS) and plaintext back to back, then the runtime and the floor, alternating
-    which of each pair goes first; then the seed."""
+    which of each pair goes first; then the floor with gRPC's threads batched, and the seed."""
     pairs = (("ours", "plain"), ("runtime", "floor"))
-    return (*(kind for pair in pairs for kind in (pair if rep % 2 == 0 else pair[::-1])), "seed")
+    ordered = (kind for pair in pairs for kind in (pair if rep % 2 == 0 else pair[::-1]))
+    return (*ordered, "batch floor", "seed")
 
 
 def measure(server: Server, label: str, concurrency: int, seconds: float, ws: Workspace) -> Result:
@@ -246,6 +251,7 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
     mtls, mtls_plain, ratios = paired(qps, plain_qps)
     runtime, floor_ = [r.per_cpu for r in results["runtime"]], [r.per_cpu for r in results["floor"]]
     share, floor_share, share_ratios = paired(runtime, floor_)
+    batch_floor = [r.per_cpu for r in results["batch floor"]]
     return [
         compare("unary", f"{prefix}.qps", "calls/s", qps, [r.qps for r in seed], note=note),
         compare("unary", f"{prefix}.p50", "ms", [r.p50_ms for r in ours],
@@ -264,4 +270,6 @@ def _figures(prefix: str, results: dict[str, list[Result]]) -> list[Figure]:
             baseline_label="grpc.aio alone (paired)", min_ratio=RUNTIME_MIN_SHARE,
             runs=runtime, baseline_runs=floor_, detail={"pair_ratios": share_ratios},
         ),
+        compare("unary", f"{prefix}.runtime_vs_batch_floor_per_cpu", "calls/CPU-s", runtime,
+                batch_floor, baseline_label="grpc.aio alone, its threads under SCHED_BATCH"),
     ]  # fmt: skip

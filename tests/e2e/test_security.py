@@ -3,6 +3,7 @@ mounted read-only and not world-readable, non-root, read-only root, no capabilit
 
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -136,3 +137,26 @@ def test_the_edge_refuses_what_the_mozilla_intermediate_profile_leaves_out(
     answer = edge_handshake(*options)
     assert "alert handshake failure" in answer or "alert protocol version" in answer, answer
     assert "Server Temp Key:" not in answer, answer
+
+
+# Each thread of the server (PID 1): "id name policy", as os.sched_getscheduler gives it.
+_THREAD_POLICIES = (
+    "import os, pathlib\n"
+    "for t in pathlib.Path('/proc/1/task').iterdir():\n"
+    "    print(t.name, (t / 'comm').read_text().strip(), os.sched_getscheduler(int(t.name)))\n"
+)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_grpc_threads_yield_to_the_event_loop_without_privileges(service: str) -> None:
+    """GRPC_THREAD_POLICY's default holds in a container with every capability dropped
+    (grpckit/lifecycle/scheduling.py): gRPC's threads are SCHED_BATCH, the loop's is not."""
+    lines = compose("exec", "-T", service, "python", "-c", _THREAD_POLICIES).stdout.splitlines()
+    threads = {}
+    for line in lines:
+        tid, _, rest = line.partition(" ")
+        name, _, policy = rest.rpartition(" ")
+        threads[tid] = (name, int(policy))
+    engine = {policy for name, policy in threads.values() if name == "event_engine"}
+    assert engine == {os.SCHED_BATCH}, threads
+    assert threads["1"][1] == os.SCHED_OTHER, threads
