@@ -60,28 +60,25 @@ def grpc_threads(loop_thread: int) -> set[int]:
     return found
 
 
-def apply(policy: GrpcThreadPolicy, loop_thread: int, done: set[int]) -> set[int]:
-    """`policy` on every gRPC thread not in `done`; the threads it has been set on since,
-    `done` included while they live."""
+def apply(policy: GrpcThreadPolicy, loop_thread: int) -> None:
+    """`policy` on every gRPC thread that does not have it yet. Each scan asks every thread
+    afresh: a thread id gRPC reuses for a new thread then gets the policy too."""
     wanted = _POLICIES[policy]
-    current = grpc_threads(loop_thread)
-    for tid in current - done:
+    for tid in grpc_threads(loop_thread):
         try:
             if os.sched_getscheduler(tid) != wanted:
                 os.sched_setscheduler(tid, wanted, os.sched_param(0))
         except ProcessLookupError:  # the thread ended meanwhile
             continue
-    return current
 
 
 async def keep(policy: GrpcThreadPolicy) -> None:
     """`policy` on gRPC's threads, now and on those it starts later, for as long as the
     server runs (on the event loop, whose thread is the one left alone)."""
     loop_thread = threading.get_native_id()
-    done: set[int] = set()
     while True:
         try:
-            done = apply(policy, loop_thread, done)
+            apply(policy, loop_thread)
         except PermissionError as error:  # a seccomp profile that forbids it
             log.warning("cannot set gRPC's threads' policy", extra={"error": str(error)})
             return
