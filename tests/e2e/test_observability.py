@@ -367,6 +367,10 @@ def test_the_console_page_shows_every_service_with_data(traffic: None) -> None:
             page.on("pageerror", lambda error: errors.append(str(error)))
 
             def rendered() -> bool | None:
+                # Only the page that passes is judged: an attempt that timed out while
+                # loading is cut off by the next one's navigation, and a script it was
+                # still fetching then fails to define what the page's inline code calls.
+                errors.clear()
                 page.goto(f"{PROMETHEUS}/consoles/grpc.html", wait_until="networkidle")
                 for job in SERVICES:
                     rates = page.locator(
