@@ -367,9 +367,9 @@ def test_the_console_page_shows_every_service_with_data(traffic: None) -> None:
             page.on("pageerror", lambda error: errors.append(str(error)))
 
             def rendered() -> bool | None:
-                # Only the page that passes is judged: an attempt that timed out while
-                # loading is cut off by the next one's navigation, and a script it was
-                # still fetching then fails to define what the page's inline code calls.
+                # Only the page that passes is judged: an attempt retried because the
+                # rates were not in yet may have lost a script on a busy host, and its
+                # inline code then failed to find what that script defines.
                 errors.clear()
                 page.goto(f"{PROMETHEUS}/consoles/grpc.html", wait_until="networkidle")
                 for job in SERVICES:
